@@ -1,0 +1,52 @@
+# longlora-kit: `make lab` to learn, `make test` to check everything.
+# Both bootstrap .venv on first use; re-running is quick when pyproject.toml has not changed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export LONGLORA_KIT_PROFILE ?= workshop
+
+.PHONY: help install lab test unit notebooks lint check-notebooks strip-notebooks tokenizer clean
+
+help:
+	@echo "make lab              set up .venv (first time) and start JupyterLab on notebooks/"
+	@echo "make test             set up .venv, lint, unit tests, every notebook under nbval (smoke profile)"
+	@echo "make strip-notebooks  remove outputs from notebooks/ before committing"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "longlora-kit needs Python >= 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the package definition changed (idempotent and quick otherwise).
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints.txt
+	@touch $@
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib tests tools notebooks
+
+check-notebooks: $(STAMP)
+	$(BIN)/python tools/check_notebooks.py notebooks
+
+strip-notebooks: $(STAMP)
+	$(BIN)/python tools/check_notebooks.py --strip notebooks
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+notebooks: $(STAMP)
+	LONGLORA_KIT_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 -p no:cacheprovider notebooks
+
+test: lint check-notebooks
+	LONGLORA_KIT_PROFILE=smoke $(MAKE) --no-print-directory unit notebooks
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,16 @@
+"""Shared test set-up: quiet, offline, deterministic, smoke-sized."""
+
+import os
+
+os.environ.setdefault("LONGLORA_KIT_PROFILE", "smoke")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    yield
