@@ -7,12 +7,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export LONGLORA_KIT_PROFILE ?= workshop
 
-.PHONY: help install lab test unit notebooks lint check-notebooks strip-notebooks tokenizer clean
+.PHONY: help install lab test unit notebooks lint check-notebooks strip-notebooks tokenizer clean book book-smoke figures reproduce
 
 help:
 	@echo "make lab              set up .venv (first time) and start JupyterLab on notebooks/"
 	@echo "make test             set up .venv, lint, unit tests, every notebook under nbval (smoke profile)"
 	@echo "make strip-notebooks  remove outputs from notebooks/ before committing"
+	@echo "make tokenizer        rebuild the kit's BPE tokenizer in data/tokenizer/"
+	@echo "make book             run every notebook (workshop profile) into offline HTML pages in build/book/"
+	@echo "make figures          regenerate the README pictures in docs/figures/ (needs chromium)"
+	@echo "make reproduce        the paper's findings at toy scale -> docs/reproduction.md (full profile, ~25 min, cached)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "longlora-kit needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -37,6 +41,10 @@ lint: $(STAMP)
 check-notebooks: $(STAMP)
 	$(BIN)/python tools/check_notebooks.py notebooks
 
+# Rebuild data/tokenizer/ (byte-level BPE, deterministic; tests compare a rebuild with the committed one).
+tokenizer: $(STAMP)
+	$(BIN)/longlora-kit tokenizer
+
 strip-notebooks: $(STAMP)
 	$(BIN)/python tools/check_notebooks.py --strip notebooks
 
@@ -49,6 +57,20 @@ notebooks: $(STAMP)
 
 test: lint check-notebooks
 	LONGLORA_KIT_PROFILE=smoke $(MAKE) --no-print-directory unit notebooks
+
+# The rendered book: BOOK_PROFILE=smoke (or `make book-smoke`) for a quick pass.
+BOOK_PROFILE ?= workshop
+book: $(STAMP)
+	$(BIN)/python tools/build_book.py --profile $(BOOK_PROFILE) --out build/book notebooks
+
+book-smoke:
+	$(MAKE) --no-print-directory book BOOK_PROFILE=smoke
+
+figures: $(STAMP)
+	$(BIN)/python tools/make_figures.py --out docs/figures
+
+reproduce: $(STAMP)
+	$(BIN)/longlora-kit reproduce --profile full
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

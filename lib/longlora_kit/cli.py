@@ -17,6 +17,12 @@ import sys
 # "module:function" pairs; each function adds its sub-commands to the subparsers it is given.
 REGISTRARS = [
     "longlora_kit.cli:register_env",
+    "longlora_kit.data:register_cli",
+    "longlora_kit.train:register_cli",
+    "longlora_kit.evaluate:register_cli",
+    "longlora_kit.memory:register_cli",
+    "longlora_kit.bench:register_cli",
+    "longlora_kit.reproduce:register_cli",
 ]
 
 

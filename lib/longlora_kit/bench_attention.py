@@ -1,0 +1,163 @@
+"""``longlora-kit bench attention``: S2-Attn vs full causal attention, forward + backward, side by side.
+
+Both are timed in the same process on the same inputs, repeats interleaved (full, S2, full, S2, ...) so
+that a busy machine slows both alike; the medians give the ratio ``full / S2``. The limit is
+``L / G = 4`` (attention FLOPs fall by that much); copies and kernel efficiency at group size G eat
+into it. CPU: fp32, B=1, H=8, D=64, G=L/4. GPU (when available): bf16, up to 64k tokens.
+
+    longlora-kit bench attention --lengths 2048,4096,8192,16384 --repeats 5
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .s2attn import group_size_for, s2_attention
+
+CPU_LENGTHS = (2048, 4096, 8192, 16384)
+GPU_LENGTHS = (8192, 16384, 32768, 65536)
+SECTION = "bench attention"
+
+
+def machine_description(device: torch.device) -> str:
+    """CPU model (or GPU name), threads and torch version, for the results table."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def _inputs(length, heads, head_dim, dtype, device, seed=0):
+    """q, k, v like transformers hands them over: (B, H, L, D) views of (B, L, H, D) memory."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    made = [torch.randn(1, length, heads, head_dim, generator=g).to(device, dtype).transpose(1, 2) for _ in range(4)]
+    q, k, v = (x.requires_grad_() for x in made[:3])
+    return q, k, v, made[3]  # the last one is the output gradient
+
+
+def _timed(fn, q, k, v, grad_out, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn(q, k, v).backward(grad_out)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    q.grad = k.grad = v.grad = None
+    return time.perf_counter() - start
+
+
+def attention_benchmark(lengths=None, repeats: int = 5, heads: int = 8, head_dim: int = 64, ratio: float = 0.25,
+                        device=None, backend: str = "sdpa", verbose: bool = True) -> list[dict]:
+    """Median forward+backward seconds of full causal SDPA and of S2-Attn at each length, and the ratio."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    lengths = lengths or (GPU_LENGTHS if device.type == "cuda" else CPU_LENGTHS)
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be at least 1")
+    rows = []
+    for length in lengths:
+        group = group_size_for(length, ratio)  # ValueError with the nearest valid length
+        methods = {
+            "full": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+            "s2": lambda q, k, v, group=group: s2_attention(q, k, v, group, "leak_free", backend),
+        }
+        q, k, v, grad_out = _inputs(length, heads, head_dim, dtype, device)
+        times = {name: [] for name in methods}
+        for fn in methods.values():  # warm-up (allocator, kernels, index plans)
+            _timed(fn, q, k, v, grad_out, device)
+        for _ in range(repeats):
+            for name, fn in methods.items():  # interleaved: both see the same machine load
+                times[name].append(_timed(fn, q, k, v, grad_out, device))
+        full, s2 = statistics.median(times["full"]), statistics.median(times["s2"])
+        row = {"length": length, "group": group, "full_ms": 1000 * full, "s2_ms": 1000 * s2, "ratio": full / s2,
+               "spread": max(max(t) / min(t) for t in times.values())}
+        rows.append(row)
+        if verbose:
+            print(f"L={length:>6}  G={group:>5}  full {row['full_ms']:9.1f} ms   S2 {row['s2_ms']:9.1f} ms   "
+                  f"ratio {row['ratio']:.2f}x   (max/min over repeats {row['spread']:.2f})", flush=True)
+    return rows
+
+
+def markdown_section(rows, device, repeats, backend="sdpa", note="") -> str:
+    device = torch.device(device)
+    dtype = "bf16" if device.type == "cuda" else "fp32"
+    lines = [
+        f"<!-- {SECTION} {device.type}: start -->",
+        f"## S2-Attn vs full causal attention, forward + backward ({device.type})",
+        "",
+        f"`longlora-kit bench attention` (or `python benchmarks/attention.py`): B=1, H=8, D=64, G=L/4, {dtype}, "
+        f"S2 backend `{backend}` (leak-free), median of {repeats} interleaved repeats. Limit: L/G = 4x.",
+        f"Machine: {machine_description(device)}.{(' ' + note) if note else ''}",
+        "",
+        "| L | G | full causal (ms) | S2-Attn (ms) | speed-up | max/min over repeats |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['length']} | {r['group']} | {r['full_ms']:.1f} | {r['s2_ms']:.1f} | "
+                     f"**{r['ratio']:.2f}x** | {r['spread']:.2f} |")
+    lines.append(f"<!-- {SECTION} {device.type}: end -->")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path, section: str, device) -> None:
+    """Put our section into ``path`` (created with a header), replacing an earlier run of the same kind."""
+    path = Path(path)
+    kind = torch.device(device).type
+    start, end = f"<!-- {SECTION} {kind}: start -->", f"<!-- {SECTION} {kind}: end -->"
+    text = path.read_text() if path.exists() else (
+        "# Benchmarks\n\nSpeed ratios measured side by side in one run, with the machine they ran on. "
+        "Each section is written by its benchmark command.\n\n")
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + section.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--lengths", default=None,
+                   help="comma-separated sequence lengths (default CPU 2048,4096,8192,16384; GPU 8192..65536)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per method and length (default 5)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--backend", default="sdpa", choices=["sdpa", "flash", "flex"], help="S2 backend (default sdpa)")
+    p.add_argument("--output", default="docs/benchmarks.md", help="markdown file to update ('-' to only print)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--note", default="", help="a sentence added under the table (e.g. machine load)")
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else None
+    rows = attention_benchmark(lengths, args.repeats, device=args.device, backend=args.backend)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    section = markdown_section(rows, device, args.repeats, args.backend, args.note)
+    print(section)
+    if args.output != "-":
+        write_section(args.output, section, device)
+        print(f"wrote the table to {args.output}")
+    return 0
+
+
+def register_cli(bench_subparsers) -> None:
+    p = bench_subparsers.add_parser("attention", help="S2-Attn vs full causal attention: forward+backward time "
+                                    "and ratio at 2k..16k (CPU fp32) or 8k..64k (GPU bf16)")
+    add_arguments(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,168 @@
+"""longlora_kit.data: corpus, stdlib text, passkey prompts, tokenizer, packing, hub loaders (offline)."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from longlora_kit import cli, data
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return data.load_tokenizer()
+
+
+def test_synthetic_corpus_is_seeded_and_answers_match_records():
+    docs = data.synthetic_documents(5, seed=3, tokens_per_document=1000)
+    assert docs == data.synthetic_documents(5, seed=3, tokens_per_document=1000)
+    assert docs != data.synthetic_documents(5, seed=4, tokens_per_document=1000)
+    n_queries = 0
+    for doc in docs:
+        defined = {}
+        for match in re.finditer(r"(What is the (\w+) key\? )?The (\w+) key is (\d{5})\.", doc):
+            name, value = match.group(3), match.group(4)
+            if match.group(1):  # a query: its answer is the value recorded earlier, asked once
+                assert match.group(2) == name and defined.pop(name) == value
+                n_queries += 1
+            else:
+                assert name not in defined  # a name is reused only after its query
+                defined[name] = value
+    assert n_queries > 20
+
+
+def test_approx_tokens_is_exact_on_the_synthetic_corpus(tokenizer):
+    doc = data.synthetic_documents(1, seed=0, tokens_per_document=800)[0]
+    assert data.approx_tokens(doc) == len(tokenizer(doc)["input_ids"])
+
+
+def test_query_distances_are_controlled(tokenizer):
+    spec = data.SyntheticSpec(tokens_per_document=4096, min_distance=16, max_distance=1024)
+    docs = data.synthetic_documents(8, seed=0, spec=spec)
+    distances = [d for doc in docs for d in data.query_distances(tokenizer(doc)["input_ids"], tokenizer)]
+    assert len(distances) > 100
+    assert min(distances) >= 16
+    assert max(distances) <= 1024 + 64          # a query may wait behind another one that is due
+    beyond = sum(d > 256 for d in distances) / len(distances)
+    assert 0.2 < beyond < 0.5                    # log-uniform on [16, 1024]: 1/3 lie beyond 256
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="min_distance"):
+        data.synthetic_documents(1, spec=data.SyntheticSpec(min_distance=100, max_distance=10))
+
+
+def test_stdlib_documents_are_deterministic_and_long():
+    a = data.stdlib_documents(max_documents=3)
+    assert a == data.stdlib_documents(max_documents=3)
+    assert len(a) == 3 and all(len(doc) >= 20_000 for doc in a)
+    with pytest.raises(ValueError, match="min_chars"):
+        data.stdlib_documents(min_chars=10**12)
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
+def test_passkey_prompt_has_exact_length_and_key_at_depth(tokenizer, depth):
+    prompt = data.passkey_prompt(tokenizer, 300, depth, seed=7)
+    assert len(prompt.input_ids) == 300
+    text = tokenizer.decode(prompt.input_ids)
+    assert text.endswith("What is the pass key? The pass key is")
+    where = text.index(f"The pass key is {prompt.key}.") / len(text)
+    assert abs(where - depth) < 0.12
+    assert text.count(prompt.key) == 2  # the record and its echo
+
+
+def test_passkey_prompt_errors(tokenizer):
+    with pytest.raises(ValueError, match="depth"):
+        data.passkey_prompt(tokenizer, 300, 1.5)
+    with pytest.raises(ValueError, match="too short"):
+        data.passkey_prompt(tokenizer, 10, 0.5)
+
+
+def test_score_passkey_is_exact_match():
+    assert data.score_passkey(" 48215.", "48215")
+    assert not data.score_passkey(" 482150", "48215")
+    assert not data.score_passkey(" The", "48215")
+
+
+def test_committed_tokenizer(tokenizer):
+    assert len(tokenizer) == data.TOKENIZER_VOCAB_SIZE
+    assert tokenizer.eos_token == data.EOS_TOKEN
+    ids = tokenizer(" 48215")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids)[1:] == list("48215")  # single digits
+    source = data.stdlib_documents(max_documents=1)[0][:5000]
+    assert tokenizer.decode(tokenizer(source)["input_ids"]) == source  # byte-level: lossless
+
+
+def test_tokenizer_training_is_deterministic():
+    texts = data.synthetic_documents(5, seed=0, tokens_per_document=500) + ["def f(x):\n    return x * 2\n"] * 3
+    a, b = data.train_tokenizer(texts, vocab_size=300), data.train_tokenizer(texts, vocab_size=300)
+    assert a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
+
+
+def test_rebuilding_gives_the_committed_tokenizer(tmp_path):
+    committed = json.loads((data.DEFAULT_TOKENIZER_DIR / "kit_tokenizer.json").read_text())
+    texts = data.tokenizer_training_text(committed["seed"])
+    if data._fingerprint(texts) != committed["training_text_sha256"]:
+        pytest.skip("this Python's standard library differs from the one the committed tokenizer was built on")
+    assert cli.main(["tokenizer", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "tokenizer.json").read_text() == (data.DEFAULT_TOKENIZER_DIR / "tokenizer.json").read_text()
+
+
+def test_missing_tokenizer_says_how_to_build(tmp_path):
+    with pytest.raises(ValueError, match="longlora-kit tokenizer"):
+        data.load_tokenizer(tmp_path)
+
+
+def test_split_by_document_is_disjoint_and_prefix_stable():
+    train, val = data.split_documents(list(range(100)), val_fraction=0.1)
+    assert not set(train) & set(val) and sorted(train + val) == list(range(100))
+    _, val_more = data.split_documents(list(range(300)), val_fraction=0.1)
+    assert set(val) <= set(val_more)
+    with pytest.raises(ValueError, match="val_fraction"):
+        data.split_documents([1, 2, 3], 0.0)
+    with pytest.raises(ValueError, match="at least 10 documents"):
+        data.split_documents([1, 2, 3], 0.1)
+
+
+def test_pack_joins_with_eos_and_cuts_blocks():
+    blocks = data.pack([[1, 2, 3, 4], [5, 6], [7]], block_length=4, eos_id=0)
+    assert blocks.tolist() == [[1, 2, 3, 4], [0, 5, 6, 0]]
+    assert blocks.dtype == torch.long
+    with pytest.raises(ValueError, match="fewer than one block"):
+        data.pack([[1]], block_length=8, eos_id=0)
+
+
+def test_load_splits_and_validation_stream(tokenizer):
+    train, val = data.load_splits("synthetic", tokenizer, 20, val_fraction=0.1)
+    assert len(train) == 18 and len(val) == 2
+    stream = data.validation_stream("synthetic", tokenizer, 20, val_fraction=0.1)
+    assert len(stream) == sum(len(v) + 1 for v in val) and stream[len(val[0])] == tokenizer.eos_token_id
+    with pytest.raises(ValueError, match="not a source"):
+        data.source_documents("wikipedia", 3)
+
+
+def test_hf_documents_from_save_to_disk(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {"text": [f"book {i} " * 50 for i in range(6)], "title": [str(i) for i in range(6)]}
+    datasets.Dataset.from_dict(rows).save_to_disk(tmp_path / "flat")
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(tmp_path / "dict")
+    assert data.load_hf_documents(str(tmp_path / "flat"), max_documents=4) == rows["text"][:4]
+    assert data.load_hf_documents(str(tmp_path / "dict"), split="train") == rows["text"]
+    assert data.source_documents(f"hf:{tmp_path / 'flat'}", 2) == rows["text"][:2]
+    with pytest.raises(ValueError, match="columns"):
+        data.load_hf_documents(str(tmp_path / "flat"), text_field="body")
+    with pytest.raises(ValueError, match="splits"):
+        data.load_hf_documents(str(tmp_path / "dict"), split="validation")
+
+
+def test_stream_answers_point_at_the_answer_digits(tokenizer):
+    docs = data.tokenize_documents(data.synthetic_documents(3, seed=2), tokenizer)
+    stream = data.join_documents(docs, tokenizer.eos_token_id)
+    positions, distances = data.stream_answers(docs, tokenizer)
+    assert positions.shape == (len(distances), 5) and len(distances) >= 6
+    for row, distance in zip(positions.tolist(), distances.tolist()):
+        answer = tokenizer.decode(stream[row[0] : row[-1] + 1])
+        record = tokenizer.decode(stream[row[0] - distance : row[0] - distance + 5])
+        assert answer == record and answer.isdigit()
+        assert tokenizer.decode(stream[row[0] - 5 : row[0]]).endswith("key is ")
