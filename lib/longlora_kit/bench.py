@@ -179,9 +179,9 @@ def train_step_benchmark(config, context: int, method: str = "lora+", attention:
     predicted = estimate_memory(config, context, batch, method, attention, True,
                                 "bf16" if cuda else "fp32", "flash" if cuda else "sdpa",
                                 loss_chunk=loss_chunk, device=device.type if cuda else "cpu")
-    row.update(step_s=round(seconds, 4), tokens_per_s=round(tokens_per_s, 1), peak_gb=peak / 1e9,
-               predicted_gb=predicted.total / 1e9,
-               mfu=round(mfu(tokens_per_s, config, context, attention, flops), 3) if flops else None, oom=False)
+    # raw numbers here; rounding is the table's job (markdown_table)
+    row.update(step_s=seconds, tokens_per_s=tokens_per_s, peak_gb=peak / 1e9, predicted_gb=predicted.total / 1e9,
+               mfu=mfu(tokens_per_s, config, context, attention, flops) if flops else None, oom=False)
     return row
 
 
@@ -199,7 +199,7 @@ def train_benchmark(config, contexts=DEFAULT_CONTEXTS, setups=SETUPS, **kwargs) 
             rows.append(row)
         s2, full = by_setup.get("s2"), by_setup.get("full")
         if s2 and full and s2.get("tokens_per_s") and full.get("tokens_per_s"):
-            s2["speedup_vs_full"] = round(s2["tokens_per_s"] / full["tokens_per_s"], 2)
+            s2["speedup_vs_full"] = s2["tokens_per_s"] / full["tokens_per_s"]
     return rows
 
 
@@ -222,8 +222,9 @@ def markdown_table(rows: list[dict], shape: str, machine: str | None = None) -> 
         paper_gb = PAPER_TABLE12_GB[paper_row].get(r["context"], "–")  # None in the table = OOM
         paper_h = PAPER_TABLE12_HOURS[paper_row].get(r["context"], "–")
         mfu_cell = "–" if r.get("mfu") is None else f"{r['mfu']:.1%}"
-        cells = [r["context"], r["attention"], r["kernel"], "OOM" if r.get("oom") else r["tokens_per_s"],
-                 r.get("speedup_vs_full", "–"), "OOM" if r.get("oom") else f"{r['peak_gb']:.3g}", f"{r['predicted_gb']:.3g}",
+        speedup = r.get("speedup_vs_full")
+        cells = [r["context"], r["attention"], r["kernel"], "OOM" if r.get("oom") else f"{r['tokens_per_s']:.1f}",
+                 "–" if speedup is None else f"{speedup:.2f}x", "OOM" if r.get("oom") else f"{r['peak_gb']:.3g}", f"{r['predicted_gb']:.3g}",
                  mfu_cell, "OOM" if paper_gb is None else paper_gb, "–" if paper_h is None else paper_h]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
