@@ -48,6 +48,7 @@ fewer than 2 seeds there is no spread and the verdict is "undecided".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -461,6 +462,7 @@ def write_json_atomic(path: Path, obj) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared and committed
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -552,7 +554,8 @@ def run_experiments(only: Iterable[str] | None = None, profile: str | None = Non
     bar = tqdm(total=len(wanted), initial=cached, desc=f"reproduce ({profile})", unit="run", disable=not progress)
     if pending and hasattr(run, "prepare"):
         bar.set_postfix_str("preparing")
-        run.prepare(context)
+        with _threads(_threads_per_job(jobs) if jobs > 1 else None):
+            run.prepare(context)  # one thread per job's share: spinning threads on a busy CPU cost far more
     if jobs == 1 or len(pending) <= 1:
         for key, spec, seed, label in pending:
             bar.set_postfix_str(f"{label} · seed {seed}")
@@ -591,6 +594,24 @@ def _run_task(run: Runner, task: list, context: RunContext) -> list[dict]:
     return [_run_one(run, key, spec, seed, label, context) for key, spec, seed, label in task]
 
 
+def _threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run a block with ``n`` torch threads (None: unchanged), then restore the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -612,7 +633,7 @@ def _run_parallel(run: Runner, pending: list, context: RunContext, jobs: int, ba
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     tasks = group_tasks(pending, getattr(run, "share_key", None))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = _threads_per_job(jobs)
     records: dict[str, dict] = {}
     context = RunContext(**{**asdict(context), "progress": False})  # one bar: ours
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
@@ -814,6 +835,7 @@ def write_report(results: dict, path: str | Path) -> tuple[Path, Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(render_report(results))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path, json_path
 
