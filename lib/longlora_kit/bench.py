@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import platform
 import time
 from pathlib import Path
 
 import torch
+
+from .utils import cpu_name
 
 BENCH_REGISTRARS = [
     "longlora_kit.bench:register_train",
@@ -206,7 +207,7 @@ def train_benchmark(config, contexts=DEFAULT_CONTEXTS, setups=SETUPS, **kwargs) 
 def machine_description() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+    return f"CPU ({cpu_name()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
 def markdown_table(rows: list[dict], shape: str, machine: str | None = None) -> str:

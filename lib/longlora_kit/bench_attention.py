@@ -10,7 +10,6 @@ into it. CPU: fp32, B=1, H=8, D=64, G=L/4. GPU (when available): bf16, up to 64k
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .s2attn import group_size_for, s2_attention
+from .utils import cpu_name
 
 CPU_LENGTHS = (2048, 4096, 8192, 16384)
 GPU_LENGTHS = (8192, 16384, 32768, 65536)
@@ -29,15 +29,7 @@ def machine_description(device: torch.device) -> str:
     """CPU model (or GPU name), threads and torch version, for the results table."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"CPU {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def _inputs(length, heads, head_dim, dtype, device, seed=0):

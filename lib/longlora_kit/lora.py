@@ -45,7 +45,6 @@ Example (a tiny Llama; 32,768 LoRA + 65,536 embedding + 1,152 norm parameters tr
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ from pathlib import Path
 from torch import nn
 
 from .profile import pick
+from .utils import replace_directory
 
 METHODS = ("full", "lora", "lora+", "lora+embed", "lora+norm")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -372,14 +372,7 @@ def save(model, directory, overwrite: bool = False) -> Path:
     try:
         model.save_pretrained(tmp)
         (tmp / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        if directory.exists():
-            # POSIX cannot rename onto a non-empty directory: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-            os.rename(directory, old / "previous")
-            os.rename(tmp, directory)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, directory)
+        replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -54,7 +54,6 @@ import importlib
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -694,16 +693,9 @@ def machine() -> dict:
     """Where the numbers were made: CPU model, cores, torch threads, versions."""
     import torch
 
-    from .utils import environment_report
+    from .utils import cpu_name, environment_report
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     env = environment_report()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": env["device"],
             "gpu": env["gpu"], "python": env["python"], "torch": env["torch"], "transformers": env["transformers"],

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .profile import current_profile, pick
+from .utils import replace_directory
 
 ATTENTIONS = ("sdpa", "eager", "s2_attn", "s2_attn_paper")
 SCHEDULES = ("constant", "cosine")
@@ -340,13 +341,7 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, token
                  "python_random": _jsonable(random.getstate()),
                  "numpy_random": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
         (tmp / "state.json").write_text(json.dumps(state))
-        if final.exists():  # a directory cannot be renamed onto a non-empty one: move the old aside first
-            old = Path(tempfile.mkdtemp(prefix=".checkpoint.old-", dir=out_dir))
-            os.rename(final, old / "previous")
-            os.rename(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, final)
+        replace_directory(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
