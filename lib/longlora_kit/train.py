@@ -36,6 +36,7 @@ of an uninterrupted one: on a CPU the two loss curves are identical.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -685,7 +686,7 @@ def _common_arguments(p, out_default: str) -> None:
 def register_cli(subparsers) -> None:
     pre = subparsers.add_parser(
         "pretrain", help="pre-train a tiny Llama at a short context on the kit's long-range corpus",
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Stage 1 of LongLoRA on a laptop: train a fresh tiny Llama (full fine-tuning, full attention)\n"
         "at a short context (256 tokens in the workshop profile) on the kit's synthetic long-range corpus.\n"
         "Writes metrics.jsonl, a checkpoint/ (resumable), model/ (weights + tokenizer) and result.json.\n\n"
@@ -696,7 +697,7 @@ def register_cli(subparsers) -> None:
 
     ext = subparsers.add_parser(
         "extend", help="extend a model's context 4x with PI + S2-Attn + LoRA+ (LongLoRA)",
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Stage 2: take the pre-trained model, interpolate its RoPE positions to 4x the context\n"
         "(position interpolation), and fine-tune at that length with S2-Attn (shifted group attention, training\n"
         "only) and LoRA+ (LoRA on q/k/v/o + trainable embeddings and norms), as in LongLoRA.\n"
