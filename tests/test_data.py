@@ -18,18 +18,26 @@ def test_synthetic_corpus_is_seeded_and_answers_match_records():
     docs = data.synthetic_documents(5, seed=3, tokens_per_document=1000)
     assert docs == data.synthetic_documents(5, seed=3, tokens_per_document=1000)
     assert docs != data.synthetic_documents(5, seed=4, tokens_per_document=1000)
-    n_queries = 0
+    n_questions = n_echoes = 0
     for doc in docs:
-        defined = {}
-        for match in re.finditer(r"(What is the (\w+) key\? )?The (\w+) key is (\d{5})\.", doc):
-            name, value = match.group(3), match.group(4)
-            if match.group(1):  # a query: its answer is the value recorded earlier, asked once
-                assert match.group(2) == name and defined.pop(name) == value
-                n_queries += 1
+        open_record = None  # (name, key) of the record being asked about
+        sentences = re.findall(r"The \w+ key is \d{5}\. Remember it\. \d{5} is the \w+ key\.|What is the \w+ key\? "
+                               r"The \w+ key is \d{5}\.|Again, \d{5}\.|The \w+ is \w+\.", doc)
+        assert " ".join(sentences) == doc  # nothing but the four kinds of sentence
+        for sentence in sentences:
+            if m := re.fullmatch(r"The (\w+) key is (\d{5})\. Remember it\. (\d{5}) is the (\w+) key\.", sentence):
+                assert m.group(1) == m.group(4) and m.group(2) == m.group(3)
+                assert len(set(m.group(2))) == 5 and m.group(2)[0] != "0"  # five different digits
+                open_record = (m.group(1), m.group(2))
+            elif m := re.fullmatch(r"Again, (\d{5})\.", sentence):
+                assert open_record and m.group(1) == open_record[1]
+                n_echoes += 1
+            elif m := re.fullmatch(r"What is the (\w+) key\? The (\w+) key is (\d{5})\.", sentence):
+                assert open_record == (m.group(1), m.group(3)) and m.group(2) == m.group(1)
+                n_questions += 1
             else:
-                assert name not in defined  # a name is reused only after its query
-                defined[name] = value
-    assert n_queries > 20
+                assert re.fullmatch(r"The (\w+) is (\w+)\.", sentence), sentence
+    assert n_questions > 10 and n_echoes > 10
 
 
 def test_approx_tokens_is_exact_on_the_synthetic_corpus(tokenizer):
@@ -37,15 +45,23 @@ def test_approx_tokens_is_exact_on_the_synthetic_corpus(tokenizer):
     assert data.approx_tokens(doc) == len(tokenizer(doc)["input_ids"])
 
 
-def test_query_distances_are_controlled(tokenizer):
-    spec = data.SyntheticSpec(tokens_per_document=4096, min_distance=16, max_distance=1024)
-    docs = data.synthetic_documents(8, seed=0, spec=spec)
+@pytest.mark.parametrize("max_distance", [128, 1024])
+def test_query_distances_are_controlled(tokenizer, max_distance):
+    docs = data.synthetic_documents(8, seed=0, tokens_per_document=4096, max_distance=max_distance)
     distances = [d for doc in docs for d in data.query_distances(tokenizer(doc)["input_ids"], tokenizer)]
     assert len(distances) > 100
-    assert min(distances) >= 16
-    assert max(distances) <= 1024 + 64          # a query may wait behind another one that is due
-    beyond = sum(d > 256 for d in distances) / len(distances)
-    assert 0.2 < beyond < 0.5                    # log-uniform on [16, 1024]: 1/3 lie beyond 256
+    assert min(distances) >= 8                   # the echo inside a record is the nearest mention
+    assert max(distances) <= max_distance + 32   # a question waits for the end of the current sentence
+    beyond = sum(d > max_distance // 4 for d in distances) / len(distances)
+    assert 0.1 < beyond < 0.4                    # log-uniform gaps: ln 4 / ln(max/8) of the questions
+
+
+def test_random_key_has_five_different_digits():
+    import random
+
+    keys = [data.random_key(random.Random(i)) for i in range(200)]
+    assert all(len(k) == 5 and len(set(k)) == 5 and k[0] != "0" for k in keys)
+    assert len(set(keys)) > 190
 
 
 def test_spec_validation():
@@ -165,4 +181,5 @@ def test_stream_answers_point_at_the_answer_digits(tokenizer):
         answer = tokenizer.decode(stream[row[0] : row[-1] + 1])
         record = tokenizer.decode(stream[row[0] - distance : row[0] - distance + 5])
         assert answer == record and answer.isdigit()
-        assert tokenizer.decode(stream[row[0] - 5 : row[0]]).endswith("key is ")
+        before = tokenizer.decode(stream[row[0] - 5 : row[0]])  # a question, an echo, or the record's own echo
+        assert before.endswith(("key is ", "Again, ", "Remember it. ")), before

@@ -5,20 +5,26 @@ Everything here is offline and deterministic (seeded), so a notebook starts in s
 **Why a synthetic corpus?** Extending a context window only pays off on text whose later tokens
 depend on tokens far earlier. Natural text has such dependencies, but a tiny model trained for
 minutes cannot find them. So the kit writes documents where they are planted at controlled
-distances. A document is a stream of sentences of three kinds:
+distances. A document is a stream of sentences of four kinds:
 
-    filler   "The grass is green."                  (a noun drawn at random, its fixed colour)
-    record   "The maple key is 48215. Remember it. 48215 is the maple key."
-    query    "What is the maple key? The maple key is 48215."
+    filler    "The grass is green."                                (a noun drawn at random, its fixed colour)
+    record    "The maple key is 48215. Remember it. 48215 is the maple key."   (a fresh random key)
+    echo      "Again, 48215."                                      (two of them, a few sentences later)
+    question  "What is the maple key? The maple key is 48215."     (repeated until the record is dropped)
 
-A record holds a name and a fresh random 5-digit value; it is queried exactly once, ``d`` tokens
-later, with ``d`` drawn log-uniformly from ``[min_distance, max_distance]`` (16 → 1024 tokens by
-default: about two thirds of the queries sit within a short context of 256 tokens, a third beyond
-it). By default one record is open at a time (``max_pending=1``), so answering means copying the
-most recent record's number: the simplest retrieval there is (an induction head); the echo inside
-the record ("Remember it. 48215 ...") is a short-range copy of the same kind, which a model learns
-first. The five digits of an answer are unpredictable (``ln 10`` nats each) unless
-the model can still see the record, so the loss on them measures how far back the model looks.
+After a record and its echoes, the key is asked about again and again, each question ``d`` tokens
+after the previous mention, with ``d`` drawn log-uniformly from ``[min_distance, max_distance]``;
+after each question the record is dropped with probability ``drop_rate`` and a new one may start.
+One record is open at a time, so every answer is a copy of the most recent number: the simplest
+retrieval there is (an induction head). The five digits of an answer are unguessable (about
+ln 9 nats each) unless the previous mention is still inside the model's context, so the loss on them
+measures how far back the model looks.
+
+Two choices make that retrieval learnable by a 4-layer model in minutes (measured, issue #6): the
+*echoes* a few sentences after each record (short, variable-distance copies, which the model learns
+first; without them it stays at chance for thousands of steps), and *keys with five different
+digits*, so each digit tells which one comes next (with repeated digits, "the digit after the 4" is
+ambiguous and the copy stalls after the first digit).
 
 The passkey test of Position Interpolation (Chen et al., 2023) is a single record hidden in filler,
 in those words: ``passkey_prompt`` writes one (name ``pass``), and the answer is scored by exact
@@ -34,7 +40,7 @@ both, wrapped as a ``PreTrainedTokenizerFast`` and saved under ``data/tokenizer/
 
 >>> doc = synthetic_documents(1, seed=0)[0]
 >>> doc.split(". ")[:3]
-['The stone is hard', 'The marble key is 53075', 'Remember it']
+['The stone is hard', 'The marble key is 64728', 'Remember it']
 """
 
 from __future__ import annotations
@@ -76,10 +82,11 @@ class SyntheticSpec:
     """How the synthetic corpus is generated (all distances in approximate tokens)."""
 
     tokens_per_document: int = 2048  # document length
-    min_distance: int = 16           # shortest record → query distance
-    max_distance: int = 1024         # longest record → query distance (4× a 256-token context)
-    record_rate: float = 0.5         # chance that a sentence opens a new record (when one may open)
-    max_pending: int = 1             # records open (defined, not yet queried) at the same time
+    min_distance: int = 8            # shortest gap between two mentions of a key
+    max_distance: int = 1024         # longest gap (4x a 256-token context)
+    record_rate: float = 0.5         # chance that a sentence opens a new record (when none is open)
+    echoes: int = 2                  # "Again, K." sentences after each record, 0-2 filler sentences apart
+    drop_rate: float = 0.25          # chance that a record is dropped after each question
 
 
 def filler_sentence(rng: random.Random) -> str:
@@ -87,8 +94,25 @@ def filler_sentence(rng: random.Random) -> str:
     return f"The {noun} is {FILLER_FACTS[noun]}."
 
 
+def random_key(rng: random.Random) -> str:
+    """Five different digits, not starting with 0 (27,216 possible keys).
+
+    >>> random_key(random.Random(0))
+    '69024'
+    """
+    while True:
+        digits = rng.sample("0123456789", 5)
+        if digits[0] != "0":
+            return "".join(digits)
+
+
 def record_sentence(name: str, value: str) -> str:
+    """A record in the words of the Position Interpolation paper's passkey test."""
     return f"The {name} key is {value}. Remember it. {value} is the {name} key."
+
+
+def echo_sentence(value: str) -> str:
+    return f"Again, {value}."
 
 
 def query_sentence(name: str, value: str | None = None) -> str:
@@ -104,8 +128,9 @@ def approx_tokens(text: str) -> int:
 
 
 def synthetic_documents(n_documents: int, seed: int = 0, spec: SyntheticSpec | None = None,
-                        tokens_per_document: int | None = None) -> list[str]:
+                        tokens_per_document: int | None = None, max_distance: int | None = None) -> list[str]:
     """``n_documents`` documents of the long-range corpus (see the module docstring), seeded.
+    ``tokens_per_document`` and ``max_distance`` override the fields of ``spec``.
 
     >>> a = synthetic_documents(3, seed=1, tokens_per_document=300)
     >>> a == synthetic_documents(3, seed=1, tokens_per_document=300)
@@ -114,65 +139,69 @@ def synthetic_documents(n_documents: int, seed: int = 0, spec: SyntheticSpec | N
     True
     """
     spec = spec or SyntheticSpec()
-    if tokens_per_document is not None:
-        spec = SyntheticSpec(**{**asdict(spec), "tokens_per_document": tokens_per_document})
+    overrides = {k: v for k, v in (("tokens_per_document", tokens_per_document), ("max_distance", max_distance))
+                 if v is not None}
+    spec = SyntheticSpec(**{**asdict(spec), **overrides})
     if not 1 <= spec.min_distance <= spec.max_distance:
         raise ValueError(f"need 1 <= min_distance <= max_distance, got {spec.min_distance}, {spec.max_distance}")
+    if not 0.0 < spec.drop_rate <= 1.0:
+        raise ValueError(f"drop_rate must lie in (0, 1], got {spec.drop_rate}")
     rng = random.Random(seed)
     return [_one_document(rng, spec) for _ in range(n_documents)]
 
 
 def _one_document(rng: random.Random, spec: SyntheticSpec) -> str:
     sentences: list[str] = []
-    position = 0                          # approximate tokens written so far
-    pending: dict[str, tuple[int, str]] = {}  # name -> (due position, value)
+    position = 0                  # approximate tokens written so far
+    record = None                 # the open record: [name, key, position of its next question]
+    echoes: list[int] = []        # filler sentences still to write before each pending echo
     log_lo, log_hi = math.log(spec.min_distance), math.log(spec.max_distance)
+
+    def gap() -> int:
+        return round(math.exp(rng.uniform(log_lo, log_hi)))
+
     while position < spec.tokens_per_document:
-        due = [name for name, (when, _) in pending.items() if when <= position]
-        if due:
-            name = min(due, key=lambda n: pending[n][0])
-            sentence = query_sentence(name, pending.pop(name)[1])
-        elif rng.random() < spec.record_rate:
-            distance = round(math.exp(rng.uniform(log_lo, log_hi)))
-            free = [n for n in RECORD_NAMES if n not in pending]
-            if free and len(pending) < spec.max_pending and position + distance < spec.tokens_per_document:
-                name, value = rng.choice(free), f"{rng.randrange(100_000):05d}"
-                pending[name] = (position + distance, value)
-                sentence = record_sentence(name, value)
-            else:
-                sentence = filler_sentence(rng)
+        if record and echoes and echoes[0] == 0:
+            echoes.pop(0)
+            sentence = echo_sentence(record[1])
+            if not echoes:
+                record[2] = position + gap()
+        elif record and not echoes and record[2] <= position:
+            sentence = query_sentence(record[0], record[1])
+            record = None if rng.random() < spec.drop_rate else [record[0], record[1], position + gap()]
+        elif record is None and rng.random() < spec.record_rate:
+            record = [rng.choice(RECORD_NAMES), random_key(rng), position + gap()]
+            echoes = [rng.randrange(3) for _ in range(spec.echoes)]
+            sentence = record_sentence(record[0], record[1])
         else:
             sentence = filler_sentence(rng)
+            if echoes:
+                echoes[0] -= 1
         sentences.append(sentence)
         position += approx_tokens(" " + sentence)
     return " ".join(sentences)
 
 
 def query_spans(document_ids: list[int], tokenizer) -> list[tuple[int, int]]:
-    """``(answer_start, distance)`` for every answered query of one tokenized synthetic document:
-    ``answer_start`` is the token index of the answer's first digit, ``distance`` the number of tokens
-    back to the record's first digit (the statistics, and where the answer-digit loss is read)."""
+    """``(answer_start, distance)`` for every mention of a key that was mentioned before in the same
+    tokenized synthetic document (echoes and questions): ``answer_start`` is the token index of its
+    first digit, ``distance`` the number of tokens back to the previous mention's first digit (the
+    statistics, and where the answer-digit loss is read)."""
     text = tokenizer.decode(document_ids)
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     starts = [start for start, _ in offsets]
-
-    def token_at(char: int) -> int:
-        return bisect.bisect_right(starts, char) - 1
-
-    seen: dict[str, int] = {}
+    last_seen: dict[str, int] = {}
     spans = []
-    for match in re.finditer(r"(What is the (\w+) key\? )?The (\w+) key is (\d{5})", text):
-        name, at = match.group(3), token_at(match.start(4))
-        if match.group(1):
-            if name in seen:
-                spans.append((at, at - seen.pop(name)))
-        else:
-            seen[name] = at
+    for match in re.finditer(r"(?<!\d)\d{5}(?!\d)", text):
+        at = bisect.bisect_right(starts, match.start()) - 1
+        if match.group() in last_seen:
+            spans.append((at, at - last_seen[match.group()]))
+        last_seen[match.group()] = at
     return spans
 
 
 def query_distances(document_ids: list[int], tokenizer) -> list[int]:
-    """Token distances from each record's value to its query's answer in one tokenized document."""
+    """Token distances from each repeated key to its previous mention in one tokenized document."""
     return [distance for _, distance in query_spans(document_ids, tokenizer)]
 
 
@@ -226,8 +255,8 @@ class PasskeyPrompt:
 
 
 def passkey_prompt(tokenizer, length: int, depth: float, seed: int = 0) -> PasskeyPrompt:
-    """A passkey prompt of exactly ``length`` tokens: filler, ``The pass key is NNNNN.`` at ``depth``
-    of the filler, more filler, then ``What is the pass key? The pass key is``.
+    """A passkey prompt of exactly ``length`` tokens: filler, ``The pass key is K. Remember it. K is the
+    pass key.`` at ``depth`` of the filler, more filler, then ``What is the pass key? The pass key is``.
 
     >>> tok = load_tokenizer()
     >>> p = passkey_prompt(tok, 128, depth=0.5, seed=0)
@@ -237,7 +266,7 @@ def passkey_prompt(tokenizer, length: int, depth: float, seed: int = 0) -> Passk
     if not 0.0 <= depth <= 1.0:
         raise ValueError(f"depth must lie in [0, 1] (0 = start, 1 = end of the filler), got {depth}")
     rng = random.Random(seed)
-    key = f"{rng.randrange(10_000, 100_000)}"
+    key = random_key(rng)
 
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -431,25 +460,26 @@ def load_hf_documents(name_or_path: str, split: str = "train", text_field: str |
     return documents
 
 
-def source_documents(source: str, n_documents: int, seed: int = 0) -> list[str]:
+def source_documents(source: str, n_documents: int, seed: int = 0, max_distance: int | None = None) -> list[str]:
     """Documents for ``TrainConfig.data``: ``"synthetic"``, ``"stdlib"``, ``"mix"`` (half each), or
-    ``"hf:<name or save_to_disk folder>"``."""
+    ``"hf:<name or save_to_disk folder>"``. ``max_distance`` sets the synthetic corpus's longest gap
+    between two mentions of a key (``SyntheticSpec`` default when None)."""
     if source == "synthetic":
-        return synthetic_documents(n_documents, seed=seed)
+        return synthetic_documents(n_documents, seed=seed, max_distance=max_distance)
     if source == "stdlib":
         return stdlib_documents(max_documents=n_documents)
     if source == "mix":
         half = max(1, n_documents // 2)
-        return synthetic_documents(half, seed=seed) + stdlib_documents(max_documents=half)
+        return synthetic_documents(half, seed=seed, max_distance=max_distance) + stdlib_documents(max_documents=half)
     if source.startswith("hf:"):
         return load_hf_documents(source[3:], max_documents=n_documents)
     raise ValueError(f"data={source!r} is not a source; use 'synthetic', 'stdlib', 'mix' or 'hf:<name or folder>'")
 
 
 def load_splits(source: str, tokenizer, n_documents: int, val_fraction: float = 0.05,
-                seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
+                seed: int = 0, max_distance: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
     """Tokenized (train, validation) documents of a source, split by document."""
-    documents = source_documents(source, n_documents, seed=seed)
+    documents = source_documents(source, n_documents, seed=seed, max_distance=max_distance)
     train, val = split_documents(documents, val_fraction=val_fraction)
     return tokenize_documents(train, tokenizer), tokenize_documents(val, tokenizer)
 

@@ -227,6 +227,7 @@ class EvalSettings:
     passkey_depths: list[float]
     passkey_trials: int
     data: str = "synthetic"
+    max_distance: int | None = None      # synthetic: longest gap between two mentions of a key
     n_documents: int = 400
     val_fraction: float = 0.05
     data_seed: int = 0
@@ -242,7 +243,8 @@ def eval_settings(trained_length: int = 256, factor: int = 4, profile: str | Non
         passkey_depths=pick({"smoke": [0.0, 1.0], "workshop": [0.0, 0.25, 0.5, 0.75, 1.0],
                              "full": [0.0, 0.25, 0.5, 0.75, 1.0]}, profile),
         passkey_trials=pick({"smoke": 2, "workshop": 8, "full": 20}, profile),
-        n_documents=pick({"smoke": 40, "workshop": 400, "full": 2000}, profile),  # as the training recipes
+        n_documents=pick({"smoke": 40, "workshop": 600, "full": 2000}, profile),  # as the training recipes
+        max_distance=trained_length * factor,  # keys mentioned up to the extended length apart
     )
     settings.update(overrides)
     return EvalSettings(**settings)
@@ -271,7 +273,8 @@ def evaluation_data(settings: EvalSettings, tokenizer) -> tuple[torch.Tensor, to
     answer positions (M, 5), record distances (M,)); answers are empty for non-synthetic data."""
     from .data import join_documents, load_splits, stream_answers
 
-    _, val = load_splits(settings.data, tokenizer, settings.n_documents, settings.val_fraction, settings.data_seed)
+    _, val = load_splits(settings.data, tokenizer, settings.n_documents, settings.val_fraction, settings.data_seed,
+                         settings.max_distance)
     stream = join_documents(val, tokenizer.eos_token_id)[: settings.eval_tokens]
     if settings.data == "synthetic":
         positions, distances = stream_answers(val, tokenizer)
