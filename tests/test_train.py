@@ -173,6 +173,14 @@ def test_bad_choices(tmp_path):
         train.recipe("llama-9000", "pretrain")
 
 
+@pytest.mark.parametrize("profile", ["smoke", "workshop", "full"])
+def test_tiny_recipe_lengths_and_rope(profile):
+    pre, ext = train.recipe("tiny", "pretrain", profile), train.recipe("tiny", "extend", profile)
+    assert pre["max_distance"] == pre["seq_len"] == pre["model_overrides"]["max_position_embeddings"]
+    assert ext["seq_len"] == ext["target_length"] == ext["max_distance"] == 4 * pre["seq_len"]
+    assert ext["rope_method"] == "yarn" and ext["attention"] == "s2_attn" and ext["method"] == "lora+"
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 def test_cli_pretrain_extend_eval_with_defaults(tmp_path, monkeypatch, capsys):
@@ -183,7 +191,7 @@ def test_cli_pretrain_extend_eval_with_defaults(tmp_path, monkeypatch, capsys):
     assert cli.main(["extend", "--profile", "smoke", "--steps", "2"]) == 0
     assert cli.main(["eval", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
-    assert "final loss" in out and "LongLoRA" in out and "ppl@256" in out
+    assert "final loss" in out and "LongLoRA" in out and "YaRN zero-shot" in out and "ppl@256" in out
     assert Path("runs/pretrain/model/config.json").is_file() and Path("runs/extend/adapter").is_dir()
     assert Path("runs/eval/eval.json").is_file()
     # a different setting in the same --out is refused with one clear line

@@ -362,12 +362,13 @@ def register_cli(subparsers) -> None:
     import argparse
 
     p = subparsers.add_parser(
-        "eval", help="perplexity at 1x/2x/4x the trained length and passkey accuracy: base, PI zero-shot, LongLoRA",
+        "eval", help="perplexity at 1x/2x/4x the trained length and passkey accuracy: base, PI and YaRN zero-shot, LongLoRA",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate with full attention (eval mode), as the paper does:\n"
         "  base          the pre-trained model as it is (RoPE extrapolates beyond its trained length)\n"
-        "  PI zero-shot  the same weights with positions interpolated to the extended length, no training\n"
-        "  LongLoRA      the model `longlora-kit extend` trained (PI + S2-Attn + LoRA+)\n"
+        "  PI zero-shot    the same weights with positions linearly interpolated to the extended length, no training\n"
+        "  YaRN zero-shot  the same, interpolating only the low RoPE frequencies (what the tiny recipe extends with)\n"
+        "  LongLoRA        the model `longlora-kit extend` trained (interpolation + S2-Attn + LoRA+)\n"
         "Perplexity uses a sliding window (stride = length/4) that scores every token once; passkey accuracy\n"
         "is the exact match of the greedy answer, over a depth x length grid.\n\n"
         "example:\n  longlora-kit eval --model full-FT=runs/extend-full/model",
@@ -392,24 +393,26 @@ def _run_eval(args) -> int:
     profile = current_profile(args.profile)
     base = load_for_eval(args.base)
     trained = base.config.max_position_embeddings
-    models = {"base": (args.base, None)}
+    models = {"base": (args.base, None, "linear")}
     extended = Path(args.extended)
     target = 4 * trained
     if (extended / "config.json").is_file():
         target = json.loads((extended / "config.json").read_text())["max_position_embeddings"]
-    models["PI zero-shot"] = (args.base, target)
+    models["PI zero-shot"] = (args.base, target, "linear")
+    models["YaRN zero-shot"] = (args.base, target, "yarn")
     if (extended / "config.json").is_file():
-        models["LongLoRA"] = (str(extended), None)
+        models["LongLoRA"] = (str(extended), None, "linear")
     for item in args.model:
         name, _, path = item.partition("=")
         if not path:
             raise ValueError(f"--model {item!r}: write NAME=PATH")
-        models[name] = (path, None)
+        models[name] = (path, None, "linear")
     tokenizer = load_tokenizer(args.base)
     settings = eval_settings(trained, factor=max(1, target // trained), profile=profile)
     evals, data = [], evaluation_data(settings, tokenizer)
-    for name, (path, length) in models.items():
-        evals.append(evaluate_model(name, load_for_eval(path, target_length=length), tokenizer, settings, data))
+    for name, (path, length, method) in models.items():
+        model = load_for_eval(path, target_length=length, rope_method=method)
+        evals.append(evaluate_model(name, model, tokenizer, settings, data))
         print(f"evaluated {name}", flush=True)
     print(format_table([e.row() for e in evals]))
     print(f"saved to {save_evals(evals, Path(args.out) / 'eval.json')}")
