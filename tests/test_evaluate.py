@@ -123,3 +123,13 @@ def test_format_table_and_settings():
     assert table.splitlines()[0].split() == ["model", "ppl@256"] and "LongLoRA" in table
     settings = evaluate.eval_settings(256, 4, profile="workshop")
     assert settings.lengths == [256, 512, 1024] and settings.passkey_lengths == [256, 512, 1024]
+
+
+def test_perplexity_figure_marks_the_trained_length_on_the_log_axis():
+    import math
+
+    fig = evaluate.perplexity_figure({"base": {128: 1.8, 256: 2.4, 512: 3.2}}, trained_length=128)
+    assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [128, 256, 512]
+    (line,) = fig.layout.shapes  # on a log axis: shapes in data units, annotations in log10 units
+    (label,) = fig.layout.annotations
+    assert line.x0 == line.x1 == 128 and label.x == math.log10(128)

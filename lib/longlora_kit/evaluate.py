@@ -336,12 +336,15 @@ def perplexity_figure(curves: dict[str, dict[int, float]], trained_length: int |
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    lengths = sorted({length for curve in curves.values() for length in curve})
     for name, curve in curves.items():
         fig.add_trace(go.Scatter(x=list(curve), y=list(curve.values()), name=name, mode="lines+markers"))
-    if trained_length:
-        fig.add_vline(x=trained_length, line_dash="dot", annotation_text="pre-training length")
+    if trained_length:  # on a log axis plotly places shapes in data units but annotations in log10 units
+        fig.add_vline(x=trained_length, line_dash="dot")
+        fig.add_annotation(x=math.log10(trained_length), y=1, yref="paper", text="pre-training length",
+                           showarrow=False, xanchor="left", yanchor="bottom")
     fig.update_layout(xaxis_title="evaluation length (tokens)", yaxis_title="perplexity", xaxis_type="log",
-                      height=350, margin=dict(l=50, r=20, t=30, b=40))
+                      xaxis_tickvals=lengths, height=350, margin=dict(l=50, r=20, t=30, b=40))
     return fig
 
 
