@@ -368,7 +368,7 @@ def register_cli(subparsers) -> None:
         "eval", help="perplexity at 1x/2x/4x the trained length and passkey accuracy: base, PI and YaRN zero-shot, LongLoRA",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate with full attention (eval mode), as the paper does:\n"
-        "  base          the pre-trained model as it is (RoPE extrapolates beyond its trained length)\n"
+        "  base            the pre-trained model as it is (RoPE extrapolates beyond its trained length)\n"
         "  PI zero-shot    the same weights with positions linearly interpolated to the extended length, no training\n"
         "  YaRN zero-shot  the same, interpolating only the low RoPE frequencies (what the tiny recipe extends with)\n"
         "  LongLoRA        the model `longlora-kit extend` trained (interpolation + S2-Attn + LoRA+)\n"
