@@ -16,8 +16,9 @@ first window's tokens excepted)::
 (LongLoRA's ``eval.py`` averages the loss over the *whole* window, so tokens near a window's start,
 with almost no context, count again and again; here they do not.)
 
-**Passkey.** ``data.passkey_prompt`` hides ``The pass key is NNNNN.`` at a depth of a filler text of
-``L`` tokens and asks for it; the greedy continuation must contain exactly that number.
+**Passkey.** ``data.passkey_prompt`` hides ``The pass key is K. Remember it. K is the pass key.`` (K five
+different digits) at a depth of a filler text of ``L`` tokens and asks for it; the first number of the
+greedy continuation must be exactly K.
 
 >>> from longlora_kit.models import build_model, tiny_config
 >>> model = build_model(tiny_config(vocab_size=64))
