@@ -66,8 +66,11 @@ def test_experiments_cover_the_issue():
     table1 = R.select(["table1"])[0]
     assert {a.spec.extension for a in table1.arms} == {2, 4} and {a.spec.method for a in table1.arms} == {"full"}
     passkey = R.select(["passkey"])[0]
-    assert [a.spec.train for a in passkey.arms] == [False, False, True, True]
-    assert [a.spec.extension for a in passkey.arms] == [1, 4, 4, 4]
+    assert [a.spec.train for a in passkey.arms] == [False, False, False, True, True]
+    assert [a.spec.extension for a in passkey.arms] == [1, 4, 4, 4, 4]
+    # one interpolation for every fine-tuned arm; linear PI only as a no-training baseline
+    assert [a.spec.rope_method for a in passkey.arms] == ["yarn", "linear", "yarn", "yarn", "yarn"]
+    assert {a.spec.rope_method for e in R.EXPERIMENTS for a in e.arms if a.spec.train} == {"yarn"}
 
 
 def test_every_claim_refers_to_a_measured_arm_and_the_paper_numbers_are_stored():
@@ -172,7 +175,7 @@ def test_code_version_hashes_the_files_that_compute_the_numbers(tmp_path):
 def test_runs_that_share_a_model_go_to_one_worker_in_order():
     passkey, table2 = R.select(["passkey"])[0], R.select(["table2"])[0]
     longlora, plus = passkey.arm("LongLoRA (LoRA+ S2, 4×)").spec, table2.arm("LoRA+ (embed + norm)").spec
-    base = passkey.arm("base model (no PI)").spec
+    base = passkey.arm("base model (no interpolation)").spec
     pending = [("k1", plus, 0, "t2"), ("k2", base, 0, "pk"), ("k3", longlora, 0, "pk"), ("k4", plus, 1, "t2")]
     tasks = R.group_tasks(pending, runner_module.share_key)
     assert [[job[0] for job in task] for task in tasks] == [["k1", "k3"], ["k2"], ["k4"]]
@@ -349,6 +352,14 @@ def test_profiles_define_every_setting_and_smoke_has_a_spread():
     assert runner_module.settings_for("smoke")["seeds"] >= 2 and runner_module.settings_for("full")["seeds"] >= 3
 
 
+def test_the_base_model_reads_keys_within_its_window_at_a_constant_rate(tmp_path):
+    # what issue #6 found a 4-layer tiny Llama needs to learn the copy (train._tiny_recipe)
+    settings = runner_module.settings_for("full")
+    config = runner_module.pretrain_config(settings, tmp_path, CODE)
+    assert config.seq_len == config.max_distance == settings["base_length"] == settings["model"]["max_position_embeddings"]
+    assert config.lr_schedule == "constant" and (config.method, config.attention) == ("full", "sdpa")
+
+
 def test_finetune_configs_follow_the_spec(tmp_path):
     settings = runner_module.settings_for("full")
     make = lambda spec, seed=0: runner_module.finetune_config(spec, seed, settings, tmp_path / "base", tmp_path, CODE)
@@ -361,6 +372,9 @@ def test_finetune_configs_follow_the_spec(tmp_path):
         2 * settings["base_length"], "full", "sdpa", None)
     eighth = make(R.select(["table7"])[0].arm("G = 1/8").spec)
     assert eighth.group_size_ratio == 0.125 and eighth.lr == full_2x.lr  # one learning rate for every arm
+    # one fine-tuning corpus (gaps up to 4x L0) and one interpolation for every arm
+    assert dilated.max_distance == full_2x.max_distance == settings["finetune_max_distance"] == 4 * settings["base_length"]
+    assert dilated.rope_method == full_2x.rope_method == "yarn"
     # a passkey arm reuses the model of the arm it measures again; another seed trains anew
     longlora = R.select(["passkey"])[0].arm("LongLoRA (LoRA+ S2, 4×)").spec
     table2_plus = R.select(["table2"])[0].arm("LoRA+ (embed + norm)").spec

@@ -507,9 +507,10 @@ def _run_tokenizer(args) -> int:
 
 
 def validation_stream(source: str, tokenizer, n_documents: int, val_fraction: float = 0.05, seed: int = 0,
-                      max_tokens: int | None = None) -> torch.Tensor:
+                      max_tokens: int | None = None, max_distance: int | None = None) -> torch.Tensor:
     """The validation documents of a source joined with EOS into one token stream (N,), as evaluation
-    reads it (like the official eval's memmap of concatenated documents)."""
-    _, val = load_splits(source, tokenizer, n_documents, val_fraction, seed)
+    reads it (like the official eval's memmap of concatenated documents). ``max_distance`` as in
+    :func:`load_splits`."""
+    _, val = load_splits(source, tokenizer, n_documents, val_fraction, seed, max_distance)
     stream = join_documents(val, tokenizer.eos_token_id)
     return stream if max_tokens is None else stream[:max_tokens]

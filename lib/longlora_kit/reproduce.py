@@ -6,8 +6,8 @@ full fine-tuning unless embeddings and norms train too (Table 2); S2 beats other
 once full attention is used at test time (Table 6); a group of 1/4 of the sequence is enough
 (Table 7); the wrap-around leak of the roll implementation changes nothing (Table 8); the extended
 model finds a passkey far beyond the original window (Fig. 4). This module re-asks each question on
-a tiny Llama extended 4× by position interpolation, with several seeds, and answers it from the
-numbers.
+a tiny Llama extended 4× (YaRN position interpolation: see :mod:`.reproduce_runner` for why not
+the paper's linear PI), with several seeds, and answers it from the numbers.
 
 **One run** is a :class:`RunSpec` (what trains, how attention looks, what is measured) and a seed.
 A *runner* turns it into metrics, ``runner(spec, seed, context) -> {"ppl": 3.41, ...}``; the real
@@ -48,7 +48,6 @@ fewer than 2 seeds there is no spread and the verdict is "undecided".
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
@@ -85,12 +84,13 @@ class RunSpec:
     """One toy-scale run: how the base model is extended and fine-tuned, and what is measured.
 
     Lengths are multiples of the base model's pre-training length ``L0`` (the profile's
-    ``base_length``): the model is extended to ``extension × L0`` by linear position interpolation
-    (factor ``extension``), fine-tuned at that length and evaluated there with full attention.
+    ``base_length``): the model's RoPE is interpolated to ``extension × L0`` (``rope_method``, factor
+    ``extension``), fine-tuned at that length and evaluated there with full attention.
     """
 
     train: bool = True                # False: evaluate without fine-tuning (the passkey baselines)
-    extension: int = 4                # target length = extension × L0; PI factor (1 = no PI)
+    extension: int = 4                # target length = extension × L0; interpolation factor (1 = none)
+    rope_method: str = "yarn"         # rope.extend_config method; see reproduce_runner for why not linear PI
     method: str = "lora+"             # lora.apply method: full / lora / lora+ / lora+embed / lora+norm
     lora_r: int = 8
     attention: str = "s2_attn"        # attention in training: sdpa (full) / s2_attn / s2_attn_paper
@@ -197,7 +197,7 @@ def _table1() -> Experiment:
     return Experiment(
         key="table1", title="Table 1: S2-Attn vs full attention vs short attention without shift",
         paper_setting="Llama-2 7B (4k), full fine-tuning with PI to 8k / 16k / 32k, PG19 validation, full attention at test",
-        our_setting="tiny Llama, full fine-tuning with PI to 2× and 4× its length, full attention at test",
+        our_setting="tiny Llama, full fine-tuning with YaRN to 2× and 4× its length, full attention at test",
         about="Short attention in training is only an approximation: without the shift, groups never exchange "
               "information and the model learns less that transfers to full attention. The half-group shift of "
               "S2-Attn lets information flow between neighbouring groups, and the fine-tuned model matches one "
@@ -318,11 +318,12 @@ def _leak() -> Experiment:
 
 
 def _passkey() -> Experiment:
-    base, pi, longlora, full = ("base model (no PI)", "PI 4×, no training", "LongLoRA (LoRA+ S2, 4×)",
-                                "full-attention fine-tuning (4×)")
+    base, pi, yarn, longlora, full = ("base model (no interpolation)", "PI 4×, no training", "YaRN 4×, no training",
+                                      "LongLoRA (LoRA+ S2, 4×)", "full-attention fine-tuning (4×)")
     arms = (
         Arm(base, RunSpec(train=False, extension=1, passkey=True)),
-        Arm(pi, RunSpec(train=False, extension=4, passkey=True)),
+        Arm(pi, RunSpec(train=False, extension=4, rope_method="linear", passkey=True)),
+        Arm(yarn, RunSpec(train=False, extension=4, passkey=True)),
         Arm(longlora, RunSpec(method="lora+", passkey=True, **S2)),
         Arm(full, _full_ft(4, passkey=True, **FULL_ATTN)),
     )
@@ -331,15 +332,17 @@ def _passkey() -> Experiment:
               "beyond the original window the base model fails and LongLoRA retrieves (Llama-2 7B collapses after 4k)"),
         Claim("better", (longlora, "passkey@4x"), (pi, "passkey@4x"),
               "PI alone, without fine-tuning, is not enough (Llama-2 7B with PI collapses after 4k)"),
+        Claim("better", (longlora, "passkey@4x"), (yarn, "passkey@4x"),
+              "nor is YaRN without fine-tuning, the interpolation our LongLoRA starts from (not in the paper)"),
     )
     return Experiment(
         key="passkey", title="Passkey retrieval (Fig. 4)",
         paper_setting="Llama-2 7B LongLoRA at 32k: accuracy holds to 33-34k; stock Llama-2 fails beyond 4k, even with PI "
                       "(10 trials per length; a figure, no table)",
-        our_setting="tiny Llama: the pre-trained base, the base with PI ×4 and no training, LongLoRA and full-attention "
+        our_setting="tiny Llama: the pre-trained base, the base with PI or YaRN ×4 and no training, LongLoRA and full-attention "
                     "fine-tuning at 4×; prompts of 1×, 2×, 4× the original length",
         about="Perplexity averages over all tokens; the passkey asks one long-range question. A model fine-tuned at "
-              "4× should answer it at 4×, the base model cannot see that far, and PI without training has "
+              "4× should answer it at 4×, the base model cannot see that far, and interpolation without training has "
               "positions the model never learned to use.",
         metrics=tuple(f"passkey@{m}x" for m in PASSKEY_MULTIPLES), arms=arms, claims=claims,
     )
@@ -553,8 +556,7 @@ def run_experiments(only: Iterable[str] | None = None, profile: str | None = Non
     bar = tqdm(total=len(wanted), initial=cached, desc=f"reproduce ({profile})", unit="run", disable=not progress)
     if pending and hasattr(run, "prepare"):
         bar.set_postfix_str("preparing")
-        with _threads(_threads_per_job(jobs) if jobs > 1 else None):
-            run.prepare(context)  # one thread per job's share: spinning threads on a busy CPU cost far more
+        run.prepare(context)  # before any worker starts, so it has every thread to itself
     if jobs == 1 or len(pending) <= 1:
         for key, spec, seed, label in pending:
             bar.set_postfix_str(f"{label} · seed {seed}")
@@ -595,20 +597,6 @@ def _run_task(run: Runner, task: list, context: RunContext) -> list[dict]:
 
 def _threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
-
-
-@contextlib.contextmanager
-def _threads(n: int | None):
-    """Run a block with ``n`` torch threads (None: unchanged), then restore the previous count."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _init_worker(threads: int) -> None:
@@ -892,7 +880,7 @@ def default_report_path(profile: str, only: Sequence[str] | None, cache_dir: str
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "reproduce", help="reproduce the paper's key orderings at toy scale (Tables 1, 2, 6, 7, 8, passkey)",
-        description="Fine-tune a tiny Llama extended 4x by PI for every arm of the paper's key experiments, with "
+        description="Fine-tune a tiny Llama extended 4x (YaRN) for every arm of the paper's key experiments, with "
         "several seeds, compare the orderings with the paper's and write a markdown report. Results are cached "
         "(JSON per run), so reruns are instant and an interrupted run resumes.",
     )
