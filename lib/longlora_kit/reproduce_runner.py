@@ -24,17 +24,19 @@ Everything goes through the kit's pipeline, nothing is re-implemented here:
 
 **Profile choices** (:func:`settings_for`; all numbers live there). The budget is the whole
 ``reproduce`` (six experiments, 19 distinct fine-tuned arms × 3 seeds = 57 fine-tuning runs, one
-pre-training run; 75 runs measured, 18 of them reusing a model or training nothing) in ≤ 30 min on a 2-core CPU (``full``), ≤ 2 min for ``smoke``.
+pre-training run; 75 runs measured, 18 of them reusing a model or training nothing) in ≤ 30 min on
+a 2-core CPU (``full``), ≤ 2 min for ``smoke``.
 
 - *The base must already copy.* LongLoRA stretches a skill Llama-2 has: retrieving a fact from
   anywhere in its window. The base here is trained with notebook 04's recipe
   (``train._tiny_recipe``, what issue #6 measured a tiny model needs to learn that copy):
   ``tiny_config`` (4 layers, 4 heads, width 128, about 1.8M parameters, more than half in the untied
   embeddings and LM head), 128 tokens, keys mentioned at most 128 tokens apart, lr 3e-3 held constant
-  after 30 warm-up steps, 1200 steps of 16 × 128 tokens (5.9 min on both threads). With 2 layers, or with keys placed beyond the window, the copy had not formed after 1000
-  steps (issue #6). One base serves every arm, so the seeds' spread does not include the base's own
-  variance, which is large at this scale: this base finds the passkey inside its window in 20-40%
-  of the prompts, a second one trained with the same recipe on a slightly different split in about 90%.
+  after 30 warm-up steps, 1200 steps of 16 × 128 tokens (5.9 min on both threads). With 2 layers,
+  or with keys placed beyond the window, the copy had not formed after 1000 steps (issue #6). One
+  base serves every arm, so the seeds' spread does not include the base's own variance, which is
+  large at this scale: this base finds the passkey inside its window in 20-40% of the prompts, a
+  second one trained with the same recipe on a slightly different split in about 90%.
 - *Interpolation: YaRN, not the paper's linear PI.* With head_dim 32 a 4× linear squeeze also slows
   the fastest RoPE frequencies, which the tiny model's copy relies on: linear PI without training
   is worse than no interpolation at all, and 600 LoRA+ steps did not recover retrieval (measured in
@@ -141,11 +143,11 @@ def finetune_config(spec, seed: int, settings: dict, base_dir: str | Path, cache
     sparse = spec.attention != "sdpa"
     return TrainConfig(
         out_dir=str(out), base_model=str(base_dir), seq_len=length,
-        target_length=length if spec.extension > 1 else None, rope_method=spec.rope_method, method=spec.method,
-        lora_r=spec.lora_r,
-        attention=spec.attention, group_size_ratio=spec.group_size_ratio,
+        target_length=length if spec.extension > 1 else None, rope_method=spec.rope_method,
+        method=spec.method, lora_r=spec.lora_r, attention=spec.attention, group_size_ratio=spec.group_size_ratio,
         attention_pattern=spec.attention_pattern if sparse else None, data=settings["data"],
-        max_distance=settings["finetune_max_distance"], n_documents=settings["finetune_documents"], val_fraction=VAL_FRACTION, data_seed=FINETUNE_DATA_SEED,
+        max_distance=settings["finetune_max_distance"], n_documents=settings["finetune_documents"],
+        val_fraction=VAL_FRACTION, data_seed=FINETUNE_DATA_SEED,
         max_steps=settings["finetune_steps"], batch_size=settings["finetune_batch"], lr=settings["finetune_lr"],
         warmup_steps=settings["warmup_steps"], lr_schedule="constant", seed=seed, progress=progress,
         measure_memory=False,
