@@ -19,6 +19,7 @@ CPU: fp32, B=1, H=8, D=64, G=L/4. GPU (when available): bf16, up to 64k tokens.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -58,29 +59,28 @@ def _pregathered_groups(q, k, v, group):
     return triples, [torch.randn_like(t[0]) for t in triples]
 
 
-def _groups_only(triples, grad_outs):
-    """SDPA on pre-gathered groups, forward + backward: S2's kernel work without its copies."""
-    for (qg, kg, vg), grad in zip(triples, grad_outs):
-        F.scaled_dot_product_attention(qg, kg, vg, is_causal=True).backward(grad)
-        qg.grad = kg.grad = vg.grad = None
+def _causal_sdpa(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-def _timed(fn, q, k, v, grad_out, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn(q, k, v).backward(grad_out)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _step(attention, q, k, v, grad_out) -> None:
+    """Forward + backward of one attention call; gradients cleared for the next repeat."""
+    attention(q, k, v).backward(grad_out)
     q.grad = k.grad = v.grad = None
-    return time.perf_counter() - start
 
 
-def _timed_groups(triples, grad_outs, device) -> float:
+def _groups_step(triples, grad_outs) -> None:
+    """S2's kernel work without its copies: causal SDPA on each group size, gathered beforehand."""
+    for (qg, kg, vg), grad in zip(triples, grad_outs):
+        _step(_causal_sdpa, qg, kg, vg, grad)
+
+
+def _timed(step, device) -> float:
+    """Seconds one call of ``step()`` takes (waiting for the GPU on CUDA)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    _groups_only(triples, grad_outs)
+    step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
@@ -98,20 +98,20 @@ def attention_benchmark(lengths=None, repeats: int = 5, heads: int = 8, head_dim
     rows = []
     for length in lengths:
         group = group_size_for(length, ratio)  # ValueError with the nearest valid length
-        methods = {
-            "full": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-            "s2": lambda q, k, v, group=group: s2_attention(q, k, v, group, "leak_free", backend),
-        }
         q, k, v, grad_out = _inputs(length, heads, head_dim, dtype, device)
         triples, group_grads = _pregathered_groups(q, k, v, group)
-        times = {name: [] for name in (*methods, "groups")}
-        for fn in methods.values():  # warm-up (allocator, kernels, index plans)
-            _timed(fn, q, k, v, grad_out, device)
-        _timed_groups(triples, group_grads, device)
+        s2 = functools.partial(s2_attention, group_size=group, variant="leak_free", backend=backend)
+        steps = {
+            "full": functools.partial(_step, _causal_sdpa, q, k, v, grad_out),
+            "s2": functools.partial(_step, s2, q, k, v, grad_out),
+            "groups": functools.partial(_groups_step, triples, group_grads),
+        }
+        for step in steps.values():  # warm-up (allocator, kernels, index plans)
+            _timed(step, device)
+        times = {name: [] for name in steps}
         for _ in range(repeats):  # interleaved: all three see the same machine load
-            for name, fn in methods.items():
-                times[name].append(_timed(fn, q, k, v, grad_out, device))
-            times["groups"].append(_timed_groups(triples, group_grads, device))
+            for name, step in steps.items():
+                times[name].append(_timed(step, device))
         full, s2, groups = (statistics.median(times[name]) for name in ("full", "s2", "groups"))
         row = {"length": length, "group": group, "full_ms": 1000 * full, "s2_ms": 1000 * s2, "ratio": full / s2,
                "groups_ms": 1000 * groups, "ceiling": full / groups, "overhead": s2 / groups - 1,
