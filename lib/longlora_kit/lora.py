@@ -45,15 +45,13 @@ Example (a tiny Llama; 32,768 LoRA + 65,536 embedding + 1,152 norm parameters tr
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
 
 from .profile import pick
-from .utils import replace_directory
+from .runs.atomic import atomic_write, read_json, recover
 
 METHODS = ("full", "lora", "lora+", "lora+embed", "lora+norm")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -70,6 +68,7 @@ _EXTRAS: dict[str, tuple[str, ...] | None] = {
 
 #: The file :func:`save` writes beside the weights: what was trained, on which base, with which RoPE.
 RUN_FILE = "longlora_run.json"
+FIX = "re-save the model with lora.save"
 _ARCHITECTURE_FIELDS = (
     "model_type",
     "vocab_size",
@@ -347,9 +346,9 @@ def save(model, directory, overwrite: bool = False) -> Path:
     ``adapter_model.safetensors``, ``adapter_config.json``); ``full`` writes the whole model. A
     ``longlora_run.json`` beside them records the method, the base architecture and its RoPE.
 
-    Atomic: everything is written to a temporary directory in the same parent, then renamed into
-    place, so ``directory`` is either the old save or the new one, never half of each; a failed
-    write removes the temporary directory. An existing save of the *same run* (same method, LoRA
+    Atomic (``runs.atomic_write``): everything is written to a temporary directory in the same
+    parent, then renamed into place, so ``directory`` is either the old save or the new one, never
+    half of each; a failed write removes the temporary directory. An existing save of the *same run* (same method, LoRA
     settings, architecture and RoPE: a later checkpoint) is replaced; anything else already in
     ``directory`` raises ``ValueError`` unless ``overwrite=True``.
     """
@@ -359,8 +358,7 @@ def save(model, directory, overwrite: bool = False) -> Path:
         if not directory.is_dir():
             raise ValueError(f"directory={str(directory)!r} is a file; choose a directory path")
         if any(directory.iterdir()):
-            run_file = directory / RUN_FILE
-            old = json.loads(run_file.read_text()) if run_file.is_file() else None
+            old = read_json(directory / RUN_FILE, FIX) if (directory / RUN_FILE).is_file() else None
             if old is None or not _same_run(old, record):
                 what = f"a different run (method {old.get('method')!r})" if old else "files of something else"
                 raise ValueError(
@@ -368,14 +366,10 @@ def save(model, directory, overwrite: bool = False) -> Path:
                     "or choose another directory"
                 )
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+    recover(directory)  # finish a save a kill interrupted, delete leftovers
+    with atomic_write(directory, directory=True) as tmp:
         model.save_pretrained(tmp)
         (tmp / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        replace_directory(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -392,7 +386,8 @@ def load(base_model, directory, trainable: bool = False):
         raise ValueError(f"directory={str(directory)!r} is not a longlora_kit save (no {RUN_FILE}); use save() first")
     if _is_peft(base_model):
         raise ValueError("base_model already carries a peft adapter; pass a fresh base model")
-    record = json.loads(run_file.read_text())
+    record = read_json(run_file, FIX)
+    _check_files(directory, record)
     config = base_model.config
     ours = {f: getattr(config, f, None) for f in _ARCHITECTURE_FIELDS}
     if ours != record["architecture"]:
@@ -419,7 +414,28 @@ def load(base_model, directory, trainable: bool = False):
 
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, directory, is_trainable=trainable)
+    try:
+        return PeftModel.from_pretrained(base_model, directory, is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError) as err:  # e.g. a size mismatch from edited shapes
+        raise ValueError(f"the adapter in {str(directory)!r} does not load onto base_model ({err}); "
+                         "re-save it with lora.save") from None
+
+
+def _check_files(directory: Path, record: dict) -> None:
+    """The files a save of ``record``'s method must hold, and the LoRA rank both records agree on."""
+    method = record.get("method")
+    needed = ("adapter_config.json", "adapter_model.safetensors") if method != "full" else ()
+    missing = [name for name in needed if not (directory / name).is_file()]
+    if method == "full" and not any(directory.glob("*.safetensors")):  # one file, or shards
+        missing.append("*.safetensors")
+    if method not in METHODS or missing:
+        raise ValueError(f"{str(directory)!r} is an incomplete save (method {method!r}, missing {missing}); "
+                         "re-save it with lora.save")
+    saved_r = record.get("lora", {}).get("r")
+    peft_r = read_json(directory / "adapter_config.json", FIX).get("r") if method != "full" else None
+    if saved_r != peft_r:
+        raise ValueError(f"{str(directory)!r} disagrees with itself on the LoRA rank ({RUN_FILE}: r={saved_r}, "
+                         f"adapter_config.json: r={peft_r}); the files were edited: re-save the adapter")
 
 
 def merge(model):
@@ -461,18 +477,5 @@ def notebook_settings() -> dict:
     )
 
 
-__all__ = [
-    "DEFAULT_TARGETS",
-    "KINDS",
-    "METHODS",
-    "apply",
-    "load",
-    "merge",
-    "method_of",
-    "notebook_settings",
-    "parameter_budget",
-    "parameter_report",
-    "report_frame",
-    "save",
-    "trainable_names",
-]
+__all__ = ["DEFAULT_TARGETS", "KINDS", "METHODS", "apply", "load", "merge", "method_of", "notebook_settings",
+           "parameter_budget", "parameter_report", "report_frame", "save", "trainable_names"]

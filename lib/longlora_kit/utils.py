@@ -6,8 +6,6 @@ import importlib.metadata
 import os
 import platform
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -71,24 +69,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def replace_directory(finished: Path, target: Path) -> Path:
-    """Move the fully written directory ``finished`` to ``target``, replacing an existing ``target``.
-
-    Writers build a directory under a temporary name in ``target``'s parent and call this last, so a
-    reader never sees a half-written ``target``. POSIX cannot rename onto a non-empty directory, so an
-    old ``target`` is first renamed aside and deleted only after the new one is in place.
-    """
-    finished, target = Path(finished), Path(target)
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.rename(target, old / "previous")
-        os.rename(finished, target)
-        shutil.rmtree(old)
-    else:
-        os.rename(finished, target)
-    return target
 
 
 def _version(dist: str) -> str:
