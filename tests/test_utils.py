@@ -55,18 +55,3 @@ def test_tiny_model_parameter_count_matches_hand_count():
 def test_cpu_name_is_a_plain_string():
     name = utils.cpu_name()
     assert isinstance(name, str) and name and "\n" not in name
-
-
-def test_replace_directory_swaps_in_the_finished_copy(tmp_path):
-    target = tmp_path / "run"
-    first = tmp_path / ".run.tmp-1"
-    first.mkdir()
-    (first / "a.txt").write_text("one")
-    assert utils.replace_directory(first, target) == target
-    assert (target / "a.txt").read_text() == "one" and not first.exists()
-    second = tmp_path / ".run.tmp-2"
-    second.mkdir()
-    (second / "b.txt").write_text("two")
-    utils.replace_directory(second, target)  # replaces the non-empty old directory
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left aside

@@ -174,12 +174,12 @@ def validate(config: TrainConfig) -> None:
     _at_least(config, 0, "warmup_steps", "save_every", "seed", "data_seed")  # save_every 0 = only at the end
     if config.stop_after is not None:
         _at_least(config, 1, "stop_after")
-    for name in ("lr", "max_grad_norm", "lora_alpha"):
+    for name in ("lr", "lora_alpha", "max_grad_norm"):  # max_grad_norm may be inf (no clipping)
         value = getattr(config, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if not (isinstance(value, (int, float)) and value > 0 and (math.isfinite(value) or name == "max_grad_norm")):
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if not 0 <= config.val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction!r}")
+    if not 0 < config.val_fraction < 1:
+        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {config.val_fraction!r}")
     if config.attention.startswith("s2"):
         check_group_size(config.seq_len, config.group_size_ratio)
     if config.target_length is not None and config.seq_len > config.target_length:
