@@ -347,3 +347,46 @@ def test_loading_onto_a_mismatched_base_is_refused(tmp_path):
         lora.load(build_model(tiny_config()), tmp_path / "nothing")
     with pytest.raises(ValueError, match="already carries a peft adapter"):
         lora.apply(model, "lora")
+
+
+def test_loading_a_damaged_save_is_a_clear_error(tmp_path):
+    import shutil
+
+    config = tiny_config()
+    lora.save(lora.apply(build_model(config), "lora+"), tmp_path / "good")
+
+    def damaged(name, edit):
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "good", folder)
+        edit(folder)
+        return folder
+
+    def edit_rank(folder, file, r):
+        record = json.loads((folder / file).read_text())
+        (record["lora"] if file == lora.RUN_FILE else record)["r"] = r
+        (folder / file).write_text(json.dumps(record))
+
+    cases = {  # today's messages were "Repo id must be a string", a JSONDecodeError, a size-mismatch traceback
+        "no_weights": (lambda f: (f / "adapter_model.safetensors").unlink(),
+                       r"incomplete save .*missing \['adapter_model.safetensors'\].*re-save"),
+        "garbage_run_file": (lambda f: (f / lora.RUN_FILE).write_text("{oops"), r"longlora_run.json is damaged"),
+        "edited_rank": (lambda f: edit_rank(f, lora.RUN_FILE, 16), r"disagrees with itself on the LoRA rank"),
+        "edited_both_ranks": (lambda f: (edit_rank(f, lora.RUN_FILE, 16), edit_rank(f, "adapter_config.json", 16)),
+                              r"does not load onto base_model .*re-save"),
+    }
+    for name, (edit, match) in cases.items():
+        with pytest.raises(ValueError, match=match):
+            lora.load(build_model(config), damaged(name, edit))
+    assert lora.method_of(lora.load(build_model(config), tmp_path / "good")) == "lora+"
+
+
+def test_save_finishes_a_swap_a_kill_interrupted(tmp_path):
+    from longlora_kit.runs import atomic
+
+    model = lora.apply(build_model(tiny_config()), "lora+")
+    lora.save(model, tmp_path / "run")
+    (tmp_path / "run").rename(tmp_path / ".run.old-0a1b2c3d")  # killed between the two renames of a re-save
+    (tmp_path / ".run.tmp-0a1b2c3d").mkdir()
+    assert atomic.recover(tmp_path / "run") == "finished"
+    lora.save(model, tmp_path / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

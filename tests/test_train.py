@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import longlora_kit  # noqa: F401  (registers the S2-Attn implementations)
-from longlora_kit import data, lora, train
+from longlora_kit import data, lora, runs, train
 from longlora_kit.models import build_model, tiny_config
 
 MICRO = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -173,6 +172,62 @@ def test_bad_choices(tmp_path):
         train.recipe("llama-9000", "pretrain")
 
 
+def test_a_bad_config_fails_before_out_dir_is_claimed(tmp_path):
+    for overrides in (dict(attention_pattern="bogus"), dict(loss_chunk=0), dict(save_every=-1)):
+        with pytest.raises(ValueError, match=next(iter(overrides))):
+            train.train(micro_config(tmp_path / "run", **overrides))
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_base_the_kit_cannot_train_is_refused_before_anything_is_written(tmp_path, base_dir):
+    import shutil
+
+    from transformers import GPT2Config
+
+    def broken(name, edit):
+        folder = tmp_path / name
+        shutil.copytree(base_dir, folder)
+        edit(folder)
+        return str(folder)
+
+    weights = base_dir / "model.safetensors"
+    cases = {
+        "garbage": (lambda f: (f / "model.safetensors").write_bytes(b"\xff" * 64), "not a safetensors file"),
+        "truncated": (lambda f: (f / "model.safetensors").write_bytes(weights.read_bytes()[:-999]), "is truncated"),
+        "config": (lambda f: (f / "config.json").write_text("{oops"), "config.json cannot be read"),
+        "gpt2": (lambda f: GPT2Config().save_pretrained(f), "is a 'gpt2' model; the kit trains Llama"),
+    }
+    for name, (edit, match) in cases.items():
+        with pytest.raises(ValueError, match=match):
+            train.train(micro_config(tmp_path / f"run-{name}", base_model=broken(name, edit)))
+        assert not (tmp_path / f"run-{name}").exists(), name
+
+
+def test_load_result_refuses_duplicated_rows(tmp_path):
+    train.train(micro_config(tmp_path, max_steps=2))
+    assert len(train.load_result(tmp_path).losses) == 2
+    runs.append_row(tmp_path, {"step": 2, "loss": 1.0})
+    with pytest.raises(ValueError, match="metrics.jsonl line 3 is damaged"):
+        train.load_result(tmp_path)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    train.train(micro_config(tmp_path, max_steps=4, stop_after=2))
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if "optimizer" in str(f):
+            raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=rf"could not write the checkpoint in {tmp_path} .* re-run the same command"):
+        train.train(micro_config(tmp_path, max_steps=4))
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert train.train(micro_config(tmp_path, max_steps=4)).resumed_from == 2
+
+
 @pytest.mark.parametrize("profile", ["smoke", "workshop", "full"])
 def test_tiny_recipe_lengths_and_rope(profile):
     pre, ext = train.recipe("tiny", "pretrain", profile), train.recipe("tiny", "extend", profile)
@@ -197,3 +252,5 @@ def test_cli_pretrain_extend_eval_with_defaults(tmp_path, monkeypatch, capsys):
     # a different setting in the same --out is refused with one clear line
     assert cli.main(["pretrain", "--profile", "smoke", "--steps", "4"]) == 2
     assert "holds another run" in capsys.readouterr().err
+    assert cli.main(["pretrain", "--profile", "smoke", "--save-every", "-1", "--out", "runs/x"]) == 2
+    assert "save_every must be >= 0, got -1" in capsys.readouterr().err and not Path("runs/x").exists()

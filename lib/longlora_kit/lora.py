@@ -417,7 +417,8 @@ def load(base_model, directory, trainable: bool = False):
     try:
         return PeftModel.from_pretrained(base_model, directory, is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as err:  # e.g. a size mismatch from edited shapes
-        raise ValueError(f"the adapter in {str(directory)!r} does not load onto base_model ({err}); "
+        first = " ".join(line.strip() for line in str(err).splitlines()[:2])[:300]  # not one line per tensor
+        raise ValueError(f"the adapter in {str(directory)!r} does not load onto base_model ({first}); "
                          "re-save it with lora.save") from None
 
 
