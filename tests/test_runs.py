@@ -289,3 +289,12 @@ def test_a_kill_at_every_write_boundary_resumes_exactly(tmp_path, monkeypatch):
         assert [r["step"] for r in runs.read_metrics(out)] == [1, 2, 3, 4], boundaries[n - 1]
         assert torch.equal(resumed.model(ids).logits, straight.model(ids).logits), boundaries[n - 1]
         assert leftovers(out) == [], boundaries[n - 1]
+
+
+def test_a_run_writes_nothing_outside_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the working directory, where a stray relative write would land
+    train.train(micro_config(tmp_path / "run", max_steps=1))
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
+        [runs.MARKER_FILE, runs.LOCK_FILE, runs.CONFIG_FILE, runs.METRICS_FILE, runs.CHECKPOINT_DIR,
+         runs.MODEL_DIR, runs.RESULT_FILE])
