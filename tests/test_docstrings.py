@@ -8,7 +8,9 @@ import pytest
 
 import longlora_kit
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(longlora_kit.__path__))
+# sub-packages too (``experiments.claims``, ...)
+MODULES = sorted(m.name.removeprefix("longlora_kit.")
+                 for m in pkgutil.walk_packages(longlora_kit.__path__, prefix="longlora_kit."))
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -46,7 +46,12 @@ def register_cli(bench_subparsers) -> None:
 
 def bench_config(preset: str = "llama2-7b", num_layers: int | None = None, hidden_size: int | None = None,
                  vocab_size: int | None = None):
-    """The preset's ``LlamaConfig``, optionally narrowed (fewer layers / smaller width, same head_dim)."""
+    """The preset's ``LlamaConfig``, optionally narrowed (fewer layers / smaller width, same head_dim).
+
+    >>> c = bench_config("llama2-7b", num_layers=2, hidden_size=512)  # 7B's head_dim 128: 4 heads
+    >>> c.num_hidden_layers, c.num_attention_heads, c.head_dim, c.intermediate_size
+    (2, 4, 128, 1376)
+    """
     from ..presets import get_preset
 
     config = get_preset(preset).llama_config()
