@@ -23,6 +23,8 @@ REGISTRARS = [
     "longlora_kit.memory:register_cli",
     "longlora_kit.bench:register_cli",
     "longlora_kit.reproduce:register_cli",
+    "longlora_kit.real_model:register_cli",
+    "longlora_kit.chat:register_cli",
 ]
 
 
