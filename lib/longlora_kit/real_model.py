@@ -23,8 +23,8 @@ does not matter, and it runs on a laptop CPU.
     >>> folder = fetch_smollm2()                     # doctest: +SKIP
     >>> folder.name                                  # doctest: +SKIP
     'smollm2-135m-instruct'
-    >>> default_cache_dir().name                     # $LONGLORA_KIT_CACHE, else ~/.cache/longlora-kit
-    'longlora-kit'
+    >>> smollm2_dir("/data/cache").as_posix()        # default: $LONGLORA_KIT_CACHE, else ~/.cache/longlora-kit
+    '/data/cache/smollm2-135m-instruct'
 """
 
 from __future__ import annotations
