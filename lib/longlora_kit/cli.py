@@ -23,6 +23,8 @@ REGISTRARS = [
     "longlora_kit.memory:register_cli",
     "longlora_kit.experiments.cli:register_bench",
     "longlora_kit.experiments.cli:register_reproduce",
+    "longlora_kit.real_model:register_cli",
+    "longlora_kit.chat:register_cli",
 ]
 
 
