@@ -126,6 +126,24 @@ def measure_peak_cpu(step, static_tensors=()) -> int:
     return static + peak
 
 
+def format_table(rows: list[dict]) -> str:
+    """Rows of dicts as an aligned text table (the CLI's summaries).
+
+    >>> print(format_table([{"model": "base", "ppl": 3.2}, {"model": "LongLoRA", "ppl": 2.9}]))
+    model     ppl
+    --------  ---
+    base      3.2
+    LongLoRA  2.9
+    """
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    cells = [[str(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))
+    return "\n".join([line(keys), line(["-" * w for w in widths]), *(line(c) for c in cells)])
+
+
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
