@@ -157,9 +157,14 @@ def test_max_context_refuses_a_gpu_size_that_is_not_finite_and_positive(gpu_gib)
         max_context(LLAMA7B, gpu_gib)
 
 
-def test_max_context_does_not_report_its_search_cap_as_the_answer():
-    with pytest.raises(ValueError, match="upper=16384 tokens fit.*larger upper="):
-        max_context(LLAMA7B, 10_000, upper=16384, loss_chunk=4096)
+def test_max_context_has_no_search_cap_to_report_as_the_answer():
+    """It used to stop at 4M tokens and call that the answer (issue 15); now any size has a boundary."""
+    tiny = tiny_config()
+    settings = dict(method="lora+", attention="s2", loss_chunk=2048)
+    for gpu_gib in (80, 10_000):
+        n = max_context(tiny, gpu_gib, **settings)
+        assert n > 1 << 22 and estimate_memory(tiny, n, **settings).fits(gpu_gib)
+        assert not estimate_memory(tiny, n + 1024, **settings).fits(gpu_gib)
 
 
 @pytest.mark.parametrize("gpu_gib", ["nan", "inf", "-1"])

@@ -171,6 +171,7 @@ class MemoryEstimate:
         return out
 
     def fits(self, gpu_gib: float) -> bool:
+        _check_gpu_gib(gpu_gib)
         return self.total <= gpu_gib * GIB
 
     def __str__(self) -> str:
@@ -291,15 +292,16 @@ def estimate_memory(
     return MemoryEstimate(components, settings)
 
 
-def max_context(config, gpu_gib: float, multiple_of: int = 1024, upper: int = 1 << 22, **settings) -> int:
+def max_context(config, gpu_gib: float, multiple_of: int = 1024, **settings) -> int:
     """The longest context (a multiple of ``multiple_of``) whose estimate fits in ``gpu_gib``; 0 if none.
 
-    Memory grows monotonically with context, so a binary search over multiples is exact. If even
-    ``upper`` tokens fit, that is no answer: a clear error asks for a larger ``upper``.
+    Memory grows monotonically with context (every token adds activations), so doubling finds a
+    length that does not fit, and a binary search between the two is exact: there is no search cap
+    that could be mistaken for the answer.
 
     >>> from longlora_kit.architectures import architecture_config
-    >>> max_context(architecture_config("Llama-2-7B"), 80, loss_chunk=4096) >= 100_000
-    True
+    >>> max_context(architecture_config("Llama-2-7B"), 80, loss_chunk=4096)
+    141312
     """
     _check_gpu_gib(gpu_gib)
     if settings.get("attention", "s2") == "s2":  # a valid multiple makes every multiple of it valid
@@ -308,13 +310,12 @@ def max_context(config, gpu_gib: float, multiple_of: int = 1024, upper: int = 1 
     def fits(n_units: int) -> bool:
         return estimate_memory(config, n_units * multiple_of, **settings).fits(gpu_gib)
 
-    lo, hi = 0, upper // multiple_of
     if not fits(1):
         return 0
-    if fits(hi):
-        raise ValueError(f"even upper={hi * multiple_of} tokens fit in gpu_gib={gpu_gib:g}; "
-                         "pass a larger upper= to search further")
-    lo = 1
+    lo, hi = 1, 2
+    while fits(hi):  # invariant: lo fits, hi does not (once the loop ends)
+        lo, hi = hi, 2 * hi
+    hi -= 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if fits(mid):
