@@ -1,4 +1,5 @@
-"""Shared test set-up: quiet, offline, deterministic, smoke-sized."""
+"""Shared test set-up for tests/ and the docstring examples in lib/: quiet, offline, deterministic,
+smoke-sized. At the repo root so that `pytest --doctest-modules lib/longlora_kit` gets it too."""
 
 import os
 
