@@ -3,9 +3,9 @@ r"""S2-Attn (shifted sparse attention): the attention LongLoRA trains with, writ
 Cut the L tokens into groups of G (``G = L/4`` by default), with ``s = G/2`` the shift. For head h,
 query i and key j (positions 0..L-1), with ``r(p) = (p - s) mod L`` the position after rolling by -s:
 
-    heads h <  H//2 (pattern 1):  i sees j  iff  i // G == j // G            and  j <= i
-    heads h >= H//2 (pattern 2):  i sees j  iff  r(i) // G == r(j) // G      and  r(j) <= r(i)  ("paper")
-                                                                           or   j <= i        ("leak_free")
+    heads h <  H//2 (pattern 1):  i sees j  iff  i // G == j // G        and  j <= i
+    heads h >= H//2 (pattern 2):  i sees j  iff  r(i) // G == r(j) // G  and  r(j) <= r(i)   ("paper")
+                                                                       and  also j <= i   ("leak_free")
 
 The split is the official code's slicing (``qkv[:, H//2:]`` is shifted), so it holds for any H, odd
 too (9 query heads: heads 0-3 aligned, 4-8 shifted). Keys and values may have fewer heads (GQA,
@@ -79,10 +79,12 @@ def shifted_sparse_attention(q, k, v, group_size: int, variant: str = "leak_free
 
     if variant == "paper":  # causal in the group's (rolled) order: the wrapped group sees its future
         allowed = None
-    else:  # leak-free: a key is visible only if it is not later in the text
+    else:  # leak-free: and a key is visible only if it is not later in the text
         position = roll(torch.arange(length, device=q.device).expand(1, num_heads, length)[..., None], -half)
         position = group(position)[..., 0]  # (L/G, H, G): the token at each slot of each group
-        allowed = (position[..., None, :] <= position[..., :, None]).repeat(batch, 1, 1, 1)  # (B*L/G, H, G, G)
+        in_order = torch.ones(group_size, group_size, dtype=torch.bool, device=q.device).tril()  # (G, G)
+        not_future = position[..., None, :] <= position[..., :, None]  # (L/G, H, G, G)
+        allowed = (in_order & not_future).repeat(batch, 1, 1, 1)  # (B * L/G, H, G, G)
     out = F.scaled_dot_product_attention(
         group(roll(q, -half)), group(roll(k, -half)), group(roll(v, -half)),
         attn_mask=allowed, is_causal=allowed is None, dropout_p=dropout, scale=scaling,
