@@ -95,7 +95,7 @@ def test_flash_backend_equals_reference(variant, heads):
 @pytest.mark.parametrize("variant", S.VARIANTS)
 def test_flex_backend_forward_equals_reference(variant, heads):
     q, k, v = qkv(*heads, grad=False)
-    assert_equal_to_reference(lambda q, k, v: flex.attention(q, k, v, "s2", G, variant), q, k, v, variant, grad=False)
+    assert_equal_to_reference(lambda q, k, v: flex.attention(q, k, v, Grouping(G, variant)), q, k, v, variant, grad=False)
 
 
 @pytest.mark.skipif(ON_CPU, reason="FlexAttention has no CPU backward (torch raises NotImplementedError)")
@@ -103,7 +103,7 @@ def test_flex_backend_forward_equals_reference(variant, heads):
 @pytest.mark.parametrize("variant", S.VARIANTS)
 def test_flex_backend_backward_equals_reference(variant, heads):
     q, k, v = qkv(*heads, device="cuda")
-    assert_equal_to_reference(lambda q, k, v: flex.attention(q, k, v, "s2", G, variant), q, k, v, variant, tol=1e-4)
+    assert_equal_to_reference(lambda q, k, v: flex.attention(q, k, v, Grouping(G, variant)), q, k, v, variant, tol=1e-4)
 
 
 @pytest.mark.parametrize("backend", S.BACKENDS)

@@ -68,9 +68,9 @@ GROUPED_PATTERNS = ("s2", "pattern1", "pattern2")
 
 @dataclass(frozen=True)
 class Grouping:
-    """A grouped pattern as data: groups of ``group_size`` tokens, the ``variant`` of the shift, and the
-    ``pattern`` (``"s2"``, ``"pattern1"``, ``"pattern2"``) saying which heads shift. Hashable, so the
-    fast backends cache their index plans by it.
+    """A pattern as data: groups of ``group_size`` tokens, the ``variant`` of the shift, and the
+    ``pattern`` name. For the grouped patterns (``"s2"``, ``"pattern1"``, ``"pattern2"``) it says which
+    heads shift. Hashable, so the fast backends (``kernels/``) cache their index plans by it.
 
     >>> Grouping(4).first_shifted_head(num_heads=9)  # heads 4..8 take the shifted groups
     4

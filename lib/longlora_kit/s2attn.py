@@ -67,8 +67,6 @@ def shifted_sparse_attention(q, k, v, group_size: int, variant: str = "leak_free
     batch, num_heads, length, dim = q.shape
     n, half = length // group_size, group_size // 2
     first = Grouping(group_size, variant, pattern).first_shifted_head(num_heads)  # heads [first, H) shift
-    rep = num_heads // k.shape[1]
-    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, L, D): kv head h // rep
 
     def roll(x, by):  # roll the shifted heads along the tokens: (.., H, L, ..) -> same shape
         return torch.cat([x[:, :first], x[:, first:].roll(by, dims=2)], dim=1)
@@ -77,18 +75,23 @@ def shifted_sparse_attention(q, k, v, group_size: int, variant: str = "leak_free
         x = x.reshape(x.shape[0], num_heads, n, group_size, x.shape[-1])  # (B, H, L/G, G, D)
         return x.transpose(1, 2).reshape(-1, num_heads, group_size, x.shape[-1])
 
-    if variant == "paper":  # causal in the group's (rolled) order: the wrapped group sees its future
+    # 1. GQA: key/value head h // rep serves query head h (9 / 3: kv head 1 serves heads 3, 4, 5)
+    rep = num_heads // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, L, D)
+    # 2. roll the shifted heads by -G/2: their groups [G/2, 3G/2), ... now start at 0
+    q, k, v = (group(roll(x, -half)) for x in (q, k, v))  # (B * L/G, H, G, D)
+    # 3. causal attention inside each group, in the group's (rolled) order
+    if variant == "paper":  # plain causal: the wrapped last group [L-G/2..L-1, 0..G/2-1] sees its future
         allowed = None
-    else:  # leak-free: and a key is visible only if it is not later in the text
+    else:  # leak-free: and never a key later in the text than the query
         position = roll(torch.arange(length, device=q.device).expand(1, num_heads, length)[..., None], -half)
-        position = group(position)[..., 0]  # (L/G, H, G): the token at each slot of each group
+        position = group(position)[..., 0]  # (L/G, H, G): which token sits in each slot of each group
         in_order = torch.ones(group_size, group_size, dtype=torch.bool, device=q.device).tril()  # (G, G)
         not_future = position[..., None, :] <= position[..., :, None]  # (L/G, H, G, G)
         allowed = (in_order & not_future).repeat(batch, 1, 1, 1)  # (B * L/G, H, G, G)
-    out = F.scaled_dot_product_attention(
-        group(roll(q, -half)), group(roll(k, -half)), group(roll(v, -half)),
-        attn_mask=allowed, is_causal=allowed is None, dropout_p=dropout, scale=scaling,
-    )  # (B * L/G, H, G, D)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=allowed is None,
+                                         dropout_p=dropout, scale=scaling)  # (B * L/G, H, G, D)
+    # 4. ungroup and roll back
     out = out.reshape(batch, n, num_heads, group_size, dim).transpose(1, 2).reshape(batch, num_heads, length, dim)
     return roll(out, half)  # (B, H, L, D)
 
@@ -268,7 +271,8 @@ def s2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group_size: 
         elif dropout:
             raise ValueError(f"backend='flex' does not do attention dropout (got dropout={dropout}); use 'sdpa'")
         else:
-            return flex.attention(q, k, v, pattern, group_size, variant, scaling=scaling, attention_mask=attention_mask)
+            grouping = Grouping(group_size, variant, pattern)
+            return flex.attention(q, k, v, grouping, scaling=scaling, attention_mask=attention_mask)
     if attention_mask is not None or pattern not in GROUPED_PATTERNS:
         if backend == "flash":
             raise ValueError(
