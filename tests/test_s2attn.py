@@ -340,6 +340,9 @@ def test_train_mode_length_error_says_to_call_eval():
     model.eval()
     out = model.generate(torch.randint(0, 512, (1, 7)), max_new_tokens=2, do_sample=False)
     assert out.shape == (1, 9)
+    model.config.sparse_attention_in_eval = True  # S2 in eval mode too: the hint names that setting
+    with pytest.raises(ValueError, match=r"sparse_attention_in_eval=True runs S2-Attn in eval mode too"), torch.no_grad():
+        model(torch.randint(0, 512, (1, 30)))
 
 
 # One S2 training step for every head layout the kit's presets use (issue 16 #2), tiny widths.

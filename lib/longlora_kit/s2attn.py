@@ -289,6 +289,7 @@ def s2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group_size: 
     kernel = flash.attention if backend == "flash" else rows.attention
     return kernel(q, k, v, Grouping(group_size, variant, pattern), scaling=scaling, dropout=dropout)
 
+
 # --------------------------------------------------------------------------------------------------
 # transformers integration (AttentionInterface + AttentionMaskInterface; no monkeypatching)
 
@@ -303,12 +304,8 @@ def attention_settings(config) -> dict:
     }
 
 
-_EVAL_HINT = ("the model is in training mode, where S2-Attn runs; for inference at any length (generate(), "
-              "evaluation) call model.eval() first: eval mode uses full attention")
-
-
-def _group_size_in_training(query, key, ratio: float) -> int:
-    """G for this forward pass; a length S2 cannot take says how to switch to inference."""
+def _group_size_for_model(module, query, key, ratio: float) -> int:
+    """G for this forward pass; a length S2 cannot take says how to switch to full attention."""
     length = query.shape[2]
     try:
         if key.shape[2] != length:
@@ -316,7 +313,11 @@ def _group_size_in_training(query, key, ratio: float) -> int:
                              "keys (a KV cache)")
         return group_size_for(length, ratio)
     except ValueError as err:
-        raise ValueError(f"{err}. Note: {_EVAL_HINT}") from err
+        hint = ("the model is in training mode, where S2-Attn runs; for inference at any length (generate(), "
+                "evaluation) call model.eval() first: eval mode uses full attention") if module.training else (
+                "config.sparse_attention_in_eval=True runs S2-Attn in eval mode too; set it to False for "
+                "full attention at any length")
+        raise ValueError(f"{err}. Note: {hint}") from err
 
 
 def _attention_function(variant: str):
@@ -331,7 +332,7 @@ def _attention_function(variant: str):
         pattern = settings["attention_pattern"]
         if pattern == "s2_layers":  # the paper's "S2 across layers": shift in every other layer, all heads
             pattern = "pattern2" if (module.layer_idx or 0) % 2 else "pattern1"
-        group = _group_size_in_training(query, key, settings["group_size_ratio"])
+        group = _group_size_for_model(module, query, key, settings["group_size_ratio"])
         if attention_mask is not None:
             # transformers' mask is causal & padding. S2's pattern brings its own causality (the paper
             # variant's wrapped group deliberately sees the last G/2 tokens), so keep only the padding:
