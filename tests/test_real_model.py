@@ -169,7 +169,6 @@ def test_s2_equals_the_dense_reference_on_an_even_head_llama():
                                            num_attention_heads=8, num_key_value_heads=2, attention_dropout=0.0))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="odd head counts land with the s2 redesign")
 def test_s2_on_the_real_model_equals_the_dense_reference(smollm2_folder):
     _s2_equals_dense_reference(smollm2_folder)  # 9 query / 3 kv heads, train mode, 64 tokens
 

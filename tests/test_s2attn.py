@@ -209,16 +209,6 @@ def test_fix_suggestions_are_lengths_and_sizes_that_work():
             S.group_size_for(100, ratio)
 
 
-def test_attention_cost_falls_by_about_L_over_G():
-    full, s2 = S.attention_cost(8192), S.attention_cost(8192, 2048)
-    assert 3.9 < full["flops"] / s2["flops"] < 4.0
-    assert full["score_bytes_fp32"] / s2["score_bytes_fp32"] == 4
-
-
-# ----------------------------------------------------------------------------------------------
-# transformers integration
-
-
 def tiny(impl, **overrides):
     config = tiny_config(num_hidden_layers=2, **overrides)
     config._attn_implementation = impl

@@ -373,28 +373,6 @@ def register() -> None:
 # Cost model (the paper's Table 11 shape)
 
 
-def attention_cost(length: int, group_size: int | None = None, heads: int = 8, head_dim: int = 64,
-                   layers: int = 1, causal: bool = True) -> dict:
-    """Forward FLOPs and score-matrix memory of attention over L tokens, full (``group_size=None``) or in
-    groups of G. QK^T and PV cost 2 * D FLOPs each per (query, key) pair computed. ``causal=True`` counts
-    only the allowed pairs (about L^2/2); ``causal=False`` counts the whole L x L (or G x G per group)
-    blocks, the convention of the paper's Table 11 (attention of Llama-2 7B at 8192 = 35.2 TFLOPs).
-
-    >>> full, s2 = attention_cost(8192), attention_cost(8192, 2048)
-    >>> round(full["flops"] / s2["flops"], 3)  # L/G = 4, less the causal diagonals
-    3.999
-    >>> round(attention_cost(8192, heads=32, head_dim=128, layers=32, causal=False)["flops"] / 1e12, 1)
-    35.2
-    """
-    group = length if group_size is None else group_size
-    per_group = group * (group + 1) // 2 if causal else group * group
-    pairs = (length // group) * per_group  # (query, key) pairs per head
-    return {
-        "flops": 4 * head_dim * pairs * heads * layers,
-        "score_bytes_fp32": 4 * heads * layers * (length // group) * group * group,  # dense G x G blocks
-    }
-
-
 def notebook_settings() -> dict:
     """Sizes the stage-2 notebook uses, by profile (smoke = what the tests run)."""
     from .profile import pick

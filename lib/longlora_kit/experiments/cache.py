@@ -36,7 +36,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lib/longlora_kit
 #: version. The report, the tables and the execution are not: their wording may change without
 #: invalidating results. A file moved or renamed must be renamed here too (a test checks they exist).
 CODE_FILES = ("experiments/toy_runner.py", "train.py", "evaluate.py", "data.py", "rope.py", "s2attn.py",
-              "patterns.py", "lora.py", "models.py", "tokenizer.py")
+              "patterns.py", "lora.py", "models.py", "tokenizer.py",
+              "kernels/rows.py", "kernels/flash.py", "kernels/flex.py")
 
 
 def code_version(files: Sequence[str] = CODE_FILES) -> str:

@@ -205,7 +205,7 @@ class ToyRunner:
 
     def run(self, spec: RunSpec, seed: int, context) -> dict:
         """Fine-tune (or load) and measure one run (see the module docstring)."""
-        from .. import evaluate
+        from .. import evaluate, s2attn
         from ..train import RESULT_FILE, load_result, train
 
         settings = context.settings
@@ -235,6 +235,7 @@ class ToyRunner:
             model.config.attention_pattern = spec.attention_pattern
             model.config.group_size_ratio = spec.group_size_ratio
             model.config.sparse_attention_in_eval = True
+            s2attn.register()  # the sparse pattern at test goes through the kit's attention function
             model.set_attn_implementation(spec.attention)
             metrics["ppl_sparse"] = evaluate.perplexity(model, stream, length, stride=length // 2).perplexity
             model.config.sparse_attention_in_eval = False
