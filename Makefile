@@ -13,7 +13,7 @@ help:
 	@echo "make lab              set up .venv (first time) and start JupyterLab on notebooks/"
 	@echo "make test             set up .venv, lint, unit tests, every notebook under nbval (smoke profile)"
 	@echo "make strip-notebooks  remove outputs from notebooks/ before committing"
-	@echo "make tokenizer        rebuild the kit's BPE tokenizer in data/tokenizer/"
+	@echo "make tokenizer        rebuild the kit's BPE tokenizer in lib/longlora_kit/assets/tokenizer/"
 	@echo "make book             run every notebook (workshop profile) into offline HTML pages in build/book/"
 	@echo "make figures          regenerate the README pictures in docs/figures/ (needs chromium)"
 	@echo "make reproduce        the paper's findings at toy scale -> docs/reproduction.md (full profile, ~25 min, cached)"
@@ -38,18 +38,23 @@ lab: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests tools notebooks
 
-check-notebooks: $(STAMP)
-	$(BIN)/python tools/check_notebooks.py notebooks
+# Notebooks are committed clean: no outputs, no execution counts, no widget state, no language_info
+# (it records the author's Python version). --keep-id: cell ids are stable, stripping them would churn.
+NBSTRIPOUT_FLAGS := --keep-id --extra-keys "metadata.language_info"
 
-# Rebuild data/tokenizer/ (byte-level BPE, deterministic; tests compare a rebuild with the committed one).
+check-notebooks: $(STAMP)
+	$(BIN)/nbstripout --verify $(NBSTRIPOUT_FLAGS) notebooks/*.ipynb
+
+# Rebuild the packaged tokenizer (byte-level BPE, deterministic; tests compare a rebuild with the committed one).
 tokenizer: $(STAMP)
 	$(BIN)/longlora-kit tokenizer
 
 strip-notebooks: $(STAMP)
-	$(BIN)/python tools/check_notebooks.py --strip notebooks
+	$(BIN)/nbstripout $(NBSTRIPOUT_FLAGS) notebooks/*.ipynb
 
+# tests/ and every docstring example in lib/longlora_kit (testpaths and --doctest-modules: pyproject.toml)
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest -q
 
 notebooks: $(STAMP)
 	LONGLORA_KIT_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env \

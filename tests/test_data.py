@@ -1,12 +1,17 @@
 """longlora_kit.data: corpus, stdlib text, passkey prompts, tokenizer, packing, hub loaders (offline)."""
 
+import fnmatch
+import importlib.resources
 import json
 import re
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 
 from longlora_kit import cli, data
+from longlora_kit import tokenizer as tokenizer_module
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +124,27 @@ def test_tokenizer_training_is_deterministic():
 def test_rebuilding_gives_the_committed_tokenizer(tmp_path):
     committed = json.loads((data.DEFAULT_TOKENIZER_DIR / "kit_tokenizer.json").read_text())
     texts = data.tokenizer_training_text(committed["seed"])
-    if data._fingerprint(texts) != committed["training_text_sha256"]:
+    if tokenizer_module.texts_fingerprint(texts) != committed["training_text_sha256"]:
         pytest.skip("this Python's standard library differs from the one the committed tokenizer was built on")
     assert cli.main(["tokenizer", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "tokenizer.json").read_text() == (data.DEFAULT_TOKENIZER_DIR / "tokenizer.json").read_text()
+
+
+def test_the_tokenizer_ships_inside_the_package():
+    # a wheel install has no repo around it: the default folder must live under the package itself
+    package = Path(data.__file__).parent
+    assert Path(data.DEFAULT_TOKENIZER_DIR) == package / "assets" / "tokenizer"
+    assert (importlib.resources.files("longlora_kit") / "assets" / "tokenizer" / "tokenizer.json").is_file()
+    # ... and pyproject.toml's package-data puts every file of it into the wheel
+    with open(package.parents[1] / "pyproject.toml", "rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["longlora_kit"]
+    files = sorted(p.relative_to(package).as_posix() for p in Path(data.DEFAULT_TOKENIZER_DIR).iterdir())
+    assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files
+
+
+def test_tokenizer_cli_default_writes_into_the_package():
+    args = cli.build_parser().parse_args(["tokenizer"])
+    assert Path(args.out) == Path(data.DEFAULT_TOKENIZER_DIR)
 
 
 def test_missing_tokenizer_says_how_to_build(tmp_path):

@@ -1,13 +1,15 @@
 """longlora_kit.evaluate: sliding-window perplexity vs brute force, passkey scoring, eval mode = full attention."""
 
+import json
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import longlora_kit  # noqa: F401  (registers the S2-Attn implementations)
-from longlora_kit import data, evaluate
+from longlora_kit import cli, data, evaluate, viz
 from longlora_kit.models import build_model, tiny_config
 
 
@@ -118,6 +120,67 @@ def test_pi_zero_shot_loading(tmp_path, model):
         evaluate.load_for_eval(tmp_path / "missing")
 
 
+def test_passkey_heatmaps_show_the_accuracy_grid():
+    result = evaluate.PasskeyResult(lengths=[64, 128], depths=[0.0, 1.0], trials=2, accuracy=[[1.0, 0.5], [0.0, 1.0]])
+    fig = viz.passkey_heatmaps({"base": result, "LongLoRA": result})
+    assert [[list(r) for r in t.z] for t in fig.data] == [[[1.0, 0.5], [0.0, 1.0]]] * 2 and list(fig.data[0].x) == ["64", "128"]
+    # the old spellings still work until the notebooks call viz
+    assert evaluate.passkey_heatmaps is viz.passkey_heatmaps and evaluate.perplexity_figure is viz.perplexity_figure
+
+
+# ----------------------------------------------------------------------------- `longlora-kit eval` input
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, model):
+    """A tiny saved model with the kit's tokenizer, an adapter folder and a run folder around a model."""
+    root = tmp_path_factory.mktemp("eval")
+    def small(trained_length):
+        return build_model(tiny_config(vocab_size=data.TOKENIZER_VOCAB_SIZE, num_hidden_layers=1, hidden_size=32,
+                                       num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
+                                       max_position_embeddings=trained_length))
+
+    small(64).save_pretrained(root / "base")
+    data.load_tokenizer().save_pretrained(root / "base")
+    small(256).save_pretrained(root / "run" / "model")  # "extended" 4x
+    (root / "run" / "adapter").mkdir()
+    (root / "run" / "adapter" / "adapter_config.json").write_text("{}")
+    (root / "garbage").mkdir()
+    (root / "garbage" / "config.json").write_text((root / "base" / "config.json").read_text())
+    (root / "garbage" / "model.safetensors").write_bytes(b"not safetensors" * 10)
+    return root
+
+
+@pytest.mark.parametrize("flag, path, says", [
+    ("--extended", "run/modle", "it does not exist"),
+    ("--extended", "run", "it is a run folder; pass its model"),
+    ("--extended", "run/adapter", "LoRA adapter"),
+    ("--model", "mine=run/adapter", "--model mine=.* LoRA adapter"),
+    ("--model", "no-path", "write NAME=PATH"),
+    ("--model", "base=run/model", "name 'base' is taken"),
+    ("--base", "run", "--base=.* run folder"),
+])
+def test_eval_refuses_a_wrong_path_before_evaluating_anything(saved, flag, path, says, capsys):
+    """A typo, a run folder or an adapter folder used to exit 0 and silently drop the LongLoRA row."""
+    base = [] if flag == "--base" else ["--base", str(saved / "base")]
+    value = path if path == "no-path" else (f"{path.partition('=')[0]}={saved / path.partition('=')[2]}"
+                                            if "=" in path else str(saved / path))
+    out = saved / "out"
+    assert cli.main(["eval", "--profile", "smoke", "--out", str(out), *base, flag, value]) == 2
+    printed, err = capsys.readouterr()
+    assert re.search(says, err) and "evaluated" not in printed and not out.exists()
+
+
+def test_eval_keeps_what_it_computed_when_a_later_model_fails(saved, capsys):
+    out = saved / "kept"
+    args = ["eval", "--profile", "smoke", "--out", str(out), "--base", str(saved / "base"),
+            "--extended", str(saved / "run" / "model"), "--model", f"broken={saved / 'garbage'}"]
+    assert cli.main(args) == 2  # garbage weights: one clear line, not a traceback
+    assert "could not load the model" in capsys.readouterr().err
+    rows = json.loads((out / "eval.json").read_text())
+    assert [r["name"] for r in rows] == ["base", "PI zero-shot", "YaRN zero-shot", "LongLoRA"]
+    assert all(len(r["perplexity"]) == 3 for r in rows)  # 64, 128, 256
+
+
 def test_format_table_and_settings():
     table = evaluate.format_table([{"model": "base", "ppl@256": 3.2}, {"model": "LongLoRA", "ppl@256": 2.9}])
     assert table.splitlines()[0].split() == ["model", "ppl@256"] and "LongLoRA" in table
@@ -128,7 +191,7 @@ def test_format_table_and_settings():
 def test_perplexity_figure_marks_the_trained_length_on_the_log_axis():
     import math
 
-    fig = evaluate.perplexity_figure({"base": {128: 1.8, 256: 2.4, 512: 3.2}}, trained_length=128)
+    fig = viz.perplexity_figure({"base": {128: 1.8, 256: 2.4, 512: 3.2}}, trained_length=128)
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [128, 256, 512]
     (line,) = fig.layout.shapes  # on a log axis: shapes in data units, annotations in log10 units
     (label,) = fig.layout.annotations

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -55,29 +56,43 @@ def test_constraints_do_not_pin_torch():
     assert not any(re.match(r"(torch|nvidia|triton)\b", p) for p in pins)
 
 
-def _run_checker(*args):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "check_notebooks.py"), *args],
-                          capture_output=True, text=True)
+def _nbstripout(*args):
+    """nbstripout with the Makefile's flags (one place), from the Python that runs the tests."""
+    flags = re.search(r"^NBSTRIPOUT_FLAGS := (.*)$", (ROOT / "Makefile").read_text(), re.M)[1]
+    nbstripout = Path(sys.executable).with_name("nbstripout")
+    return subprocess.run([str(nbstripout), *shlex.split(flags), *map(str, args)], capture_output=True, text=True)
 
 
 def _notebook(outputs, count):
-    cell = {"cell_type": "code", "metadata": {}, "source": ["1 + 1"], "outputs": outputs,
-            "execution_count": count}
-    return {"cells": [cell], "metadata": {"kernelspec": {"name": "python3"}}, "nbformat": 4,
-            "nbformat_minor": 5}
+    cell = {"cell_type": "code", "id": "c0ffee", "metadata": {"scrolled": True}, "source": ["1 + 1"],
+            "outputs": outputs, "execution_count": count}
+    return {"cells": [cell], "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3"}, "language_info": {"version": "3.11.7"}}}
 
 
 def test_cleanliness_check_catches_outputs_and_strip_fixes(tmp_path):
     dirty = tmp_path / "dirty.ipynb"
     out = [{"output_type": "execute_result", "data": {"text/plain": ["2"]}, "metadata": {}, "execution_count": 1}]
     dirty.write_text(json.dumps(_notebook(out, 1)))
-    result = _run_checker(str(tmp_path))
-    assert result.returncode == 1 and "has outputs" in result.stdout and "execution count" in result.stdout
-    assert _run_checker("--strip", str(tmp_path)).returncode == 0
-    assert _run_checker(str(tmp_path)).returncode == 0
-    assert json.loads(dirty.read_text())["metadata"]["kernelspec"]["name"] == "python3"
+    assert _nbstripout("--verify", dirty).returncode == 1
+    assert _nbstripout(dirty).returncode == 0
+    assert _nbstripout("--verify", dirty).returncode == 0
+    nb = json.loads(dirty.read_text())
+    cell = nb["cells"][0]
+    assert cell["outputs"] == [] and cell["execution_count"] is None and cell["metadata"] == {}
+    assert cell["id"] == "c0ffee"  # kept: stripping ids would rewrite every cell of every notebook
+    assert nb["metadata"] == {"kernelspec": {"name": "python3"}}  # language_info (a Python version) goes
 
 
 def test_committed_notebooks_are_clean():
-    result = _run_checker(str(ROOT / "notebooks"))
-    assert result.returncode == 0, result.stdout
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    result = _nbstripout("--verify", *notebooks)
+    assert notebooks and result.returncode == 0, result.stdout + result.stderr
+
+
+def test_docstring_examples_run_as_tests():
+    # `make unit` runs plain `pytest`: the library's worked examples are collected through this config
+    pytest_config = _pyproject()["tool"]["pytest"]["ini_options"]
+    assert "--doctest-modules" in pytest_config["addopts"].split()
+    assert "lib/longlora_kit" in pytest_config["testpaths"]
+    assert re.search(r"^unit:.*\n\t\$\(BIN\)/python -m pytest -q$", (ROOT / "Makefile").read_text(), re.M)

@@ -1,24 +1,30 @@
 """The memory/FLOP estimator against the paper's Table 11, hand counts, peft, and the CPU allocator."""
 
+import ast
+import re
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from longlora_kit import lora
+from longlora_kit import lora, memory, s2attn, utils
 from longlora_kit.architectures import architecture_config, meta_model
 from longlora_kit.cli import main
+from longlora_kit.measure import measured_training_peak
 from longlora_kit.memory import (
     COMPONENTS,
     PAPER_TABLE11_TFLOPS,
+    attention_cost,
     estimate_memory,
     forward_flops,
     max_context,
-    measure_peak_cpu,
-    measured_training_peak,
     parameter_counts,
     step_flops,
     table12_comparison,
 )
 from longlora_kit.models import build_model, tiny_config
+from longlora_kit.utils import measure_peak_cpu
 
 LLAMA7B = architecture_config("Llama-2-7B")
 
@@ -128,8 +134,75 @@ def test_bad_input(bad, match):
 
 
 def test_s2_context_must_divide():
-    with pytest.raises(ValueError, match="multiple of 4"):
+    with pytest.raises(ValueError, match="context=8190.*multiple of 8"):
         estimate_memory(LLAMA7B, 8190, attention="s2")
+
+
+@pytest.mark.parametrize("context", [8191, 8188, 8190, 1030])
+def test_s2_context_suggestion_is_a_length_training_accepts(context):
+    """8191 used to suggest 8188, whose G = 2047 is odd: training rejects it (issue 15)."""
+    with pytest.raises(ValueError, match=f"context={context}") as err:
+        estimate_memory(LLAMA7B, context, attention="s2")
+    advice = str(err.value).split("use", 1)[1]  # the lengths near `context` it suggests
+    suggested = [n for n in map(int, re.findall(r"\d+", advice)) if 0 < abs(n - context) < 64]
+    assert suggested and "8188" not in advice
+    for length in suggested:  # training's own rule accepts them, and so does the estimator
+        assert s2attn.group_size_for(length, 0.25) == length // 4
+        estimate_memory(LLAMA7B, length, attention="s2")
+
+
+@pytest.mark.parametrize("gpu_gib", [float("nan"), float("inf"), 0.0, -8.0])
+def test_max_context_refuses_a_gpu_size_that_is_not_finite_and_positive(gpu_gib):
+    with pytest.raises(ValueError, match="gpu_gib=.* must be a finite positive number"):
+        max_context(LLAMA7B, gpu_gib)
+
+
+def test_max_context_has_no_search_cap_to_report_as_the_answer():
+    """It used to stop at 4M tokens and call that the answer (issue 15); now any size has a boundary."""
+    tiny = tiny_config()
+    settings = dict(method="lora+", attention="s2", loss_chunk=2048)
+    for gpu_gib in (80, 10_000):
+        n = max_context(tiny, gpu_gib, **settings)
+        assert n > 1 << 22 and estimate_memory(tiny, n, **settings).fits(gpu_gib)
+        assert not estimate_memory(tiny, n + 1024, **settings).fits(gpu_gib)
+
+
+@pytest.mark.parametrize("gpu_gib", ["nan", "inf", "-1"])
+def test_cli_memory_bad_gpu_size_is_a_clear_error_before_any_output(gpu_gib, capsys):
+    assert main(["memory", "--preset", "tiny", "--context", "1024", "--gpu-gib", gpu_gib]) == 2
+    out, err = capsys.readouterr()
+    assert "must be a finite positive number" in err and "tokens" not in out
+
+
+def test_attention_cost_falls_by_about_L_over_G():
+    full, s2 = attention_cost(8192), attention_cost(8192, 2048)
+    assert 3.9 < full["flops"] / s2["flops"] < 4.0  # causal: the diagonals make it a little under L/G
+    assert full["score_bytes_fp32"] / s2["score_bytes_fp32"] == 4
+    assert attention_cost(8, 4, heads=1, head_dim=1)["flops"] == 4 * (2 * (4 * 5 // 2))  # hand count
+    assert attention_cost(1024, heads=32, layers=1)["score_bytes_fp32"] == 4 * 32 * 1024 * 1024
+    with pytest.raises(ValueError, match="group_size"):
+        attention_cost(1024, 2048)
+
+
+@pytest.mark.parametrize("attention", ["full", "s2"])
+def test_forward_flops_attention_term_is_attention_cost(attention):
+    """One FLOP model: forward_flops's attention part is attention_cost over whole blocks (Table 11)."""
+    group = 8192 // 4 if attention == "s2" else None
+    expected = attention_cost(8192, group, heads=32, head_dim=128, layers=32, causal=False, batch=2)["flops"]
+    assert forward_flops(LLAMA7B, 8192, attention, batch=2)["attention"] == expected
+
+
+def test_memory_builds_no_model_at_import():
+    """memory imports only the standard library at module level; the measuring helpers load on use."""
+    tree = ast.parse(Path(memory.__file__).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom) and n.level == 0}
+    assert names <= set(sys.stdlib_module_names) | {"__future__"} and all(
+        n.level == 0 for n in top if isinstance(n, ast.ImportFrom)), names
+    # the old spellings keep working (lazily) until the notebooks move to the new homes
+    assert memory.measure_peak_cpu is utils.measure_peak_cpu
+    assert memory.measured_training_peak is measured_training_peak
 
 
 def test_measure_peak_cpu_counts_a_known_allocation():
@@ -172,7 +245,7 @@ def test_cli_memory(capsys):
     assert main(["memory", "--preset", "llama2-7b", "--context", "8192", "--gpu-gib", "80"]) == 0
     out = capsys.readouterr().out
     assert "fits in 80 GiB" in out and "attention 8.8" in out  # S2: 35.2 / 4 TFLOPs at 8192
-    assert main(["memory", "--preset", "tiny", "--context", "1023"]) == 2  # not a multiple of 4: clear error
+    assert main(["memory", "--preset", "tiny", "--context", "1023"]) == 2  # not a multiple of 8: clear error
 
 
 def test_build_model_on_cpu_matches_parameter_count():

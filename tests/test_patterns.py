@@ -75,11 +75,14 @@ def test_group_equal_to_length_without_shift_is_full_causal():
     assert torch.equal(P.dense_mask(P.pattern1(L), 1, L), P.dense_mask(P.causal(), 1, L))
 
 
-def test_s2_splits_heads():
-    m = P.dense_mask(P.s2(G, H, L), H, L)
+@pytest.mark.parametrize("heads", [H, 9, 15, 1])
+def test_s2_splits_heads_as_the_official_code_slices_them(heads):
+    """Heads [0, H//2) aligned, [H//2, H) shifted: with odd H the shifted half is the larger one."""
+    m = P.dense_mask(P.s2(G, heads, L), heads, L)
     p1, p2 = P.dense_mask(P.pattern1(G), 1, L)[0], P.dense_mask(P.pattern2(G, L), 1, L)[0]
-    assert all(torch.equal(m[h], p1) for h in range(H // 2))
-    assert all(torch.equal(m[h], p2) for h in range(H // 2, H))
+    assert all(torch.equal(m[h], p1) for h in range(heads // 2))
+    assert all(torch.equal(m[h], p2) for h in range(heads // 2, heads))
+    assert P.Grouping(G).first_shifted_head(heads) == heads // 2
 
 
 def test_mask_functions_work_with_flex_block_mask():

@@ -179,6 +179,14 @@ def test_extend_config_returns_a_new_config():
     assert rope.extend_config(tiny_config(max_position_embeddings=4096), 100_000).rope_parameters["factor"] == 25.0
 
 
+@pytest.mark.parametrize("factor", [float("nan"), float("inf"), -float("inf"), 0.0, -2.0, 0.5])
+@pytest.mark.parametrize("method", ["linear", "yarn", "ntk"])
+def test_extend_config_refuses_a_factor_that_is_not_finite_and_at_least_one(method, factor):
+    # nan used to pass the `factor < 1` check and give all-NaN logits (issue 15, item 8)
+    with pytest.raises(ValueError, match=r"factor=.* must be a finite number >= 1"):
+        rope.extend_config(tiny_config(), 512, method=method, factor=factor)
+
+
 def test_extend_config_methods():
     config = tiny_config()
     yarn = rope.extend_config(config, 2048, method="yarn", beta_fast=16)

@@ -122,7 +122,7 @@ def _find_evals(explicit: Path | None, out: Path) -> Path:
 
 def perplexity_before_after(args):
     """Perplexity vs evaluation length for every model in an evaluation JSON (base and extended)."""
-    from longlora_kit.evaluate import perplexity_figure
+    from longlora_kit.viz import perplexity_figure
 
     source = _find_evals(args.evals, args.out)
     rows = json.loads(source.read_text())

@@ -6,7 +6,9 @@
 - ``utils``    device choice, seeding, notebook set-up, environment report
 - ``models``   tiny Llamas built from ``LlamaConfig``
 - ``rope``     RoPE for HF's default/linear/dynamic/yarn/llama3, ``KitRotaryEmbedding``, ``extend_config`` (PI & co.)
-- ``patterns`` attention patterns as mask functions; ``s2attn`` S2-Attn (registers ``"s2_attn"``)
+- ``patterns`` attention patterns as mask functions; ``s2attn`` S2-Attn, the readable reference and the
+  entry point (fast backends one level down in ``kernels``); ``s2attn.register()`` adds ``"s2_attn"`` /
+  ``"s2_attn_paper"`` to transformers (explicit: importing the package registers nothing)
 - ``lora``     LoRA / LoRA+ (``apply``, ``parameter_report``, atomic ``save``, ``load``, ``merge``);
   ``architectures`` published Llama configs, built config-only on the meta device
 - ``data``     synthetic long-range corpus, stdlib text, passkey prompts, the BPE tokenizer, packing
@@ -14,7 +16,6 @@
 - ``evaluate`` sliding-window perplexity, passkey accuracy (always full attention)
 """
 
-from . import s2attn as _s2attn
 from .models import build_model, count_parameters, tiny_config
 from .profile import current_profile, pick
 from .rope import KitRotaryEmbedding, extend_config
@@ -22,8 +23,6 @@ from .s2attn import s2_attention
 from .utils import environment_report, format_report, get_device, seed_everything, setup_notebook
 
 __version__ = "0.1.0"
-
-_s2attn.register()  # "s2_attn" / "s2_attn_paper" for transformers' attn_implementation
 
 __all__ = [
     "KitRotaryEmbedding",

@@ -21,8 +21,10 @@ REGISTRARS = [
     "longlora_kit.train:register_cli",
     "longlora_kit.evaluate:register_cli",
     "longlora_kit.memory:register_cli",
-    "longlora_kit.bench:register_cli",
-    "longlora_kit.reproduce:register_cli",
+    "longlora_kit.experiments.cli:register_bench",
+    "longlora_kit.experiments.cli:register_reproduce",
+    "longlora_kit.real_model:register_cli",
+    "longlora_kit.chat:register_cli",
 ]
 
 

@@ -35,8 +35,8 @@ imports used far below, names defined once and used later); present on every mac
 deterministically, but its exact content differs between Python versions.
 
 **Tokenizer.** A byte-level BPE (Hugging Face ``tokenizers``, Llama-style single digits) trained on
-both, wrapped as a ``PreTrainedTokenizerFast`` and saved under ``data/tokenizer/`` by
-``longlora-kit tokenizer``.
+both by :func:`build_tokenizer` (``longlora-kit tokenizer``); it ships inside the package
+(``longlora_kit/assets/tokenizer/``, see :mod:`longlora_kit.tokenizer`).
 
 >>> doc = synthetic_documents(1, seed=0)[0]
 >>> doc.split(". ")[:3]
@@ -46,8 +46,6 @@ both, wrapped as a ``PreTrainedTokenizerFast`` and saved under ``data/tokenizer/
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
 import math
 import random
 import re
@@ -56,6 +54,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+# The tokenizer is its own module; data re-exports it because "data.load_tokenizer()" is how it is read.
+from .tokenizer import (  # noqa: F401
+    DEFAULT_TOKENIZER_DIR,
+    EOS_TOKEN,
+    TOKENIZER_VOCAB_SIZE,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 
 # --------------------------------------------------------------------------------------------------
 # The synthetic long-range corpus
@@ -74,7 +82,6 @@ RECORD_NAMES = (
     "birch", "coral", "dune", "ember", "fern", "glacier", "hazel", "indigo", "juniper", "kestrel",
     "lemon", "marble",
 )
-EOS_TOKEN = "<|endoftext|>"
 
 
 @dataclass(frozen=True)
@@ -307,68 +314,19 @@ def score_passkey(generated: str, key: str) -> bool:
 # Tokenizer
 # --------------------------------------------------------------------------------------------------
 
-DEFAULT_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "data" / "tokenizer"
-TOKENIZER_VOCAB_SIZE = 4096
-
-
 def tokenizer_training_text(seed: int = 0) -> list[str]:
     """What the kit's tokenizer is trained on: 200 synthetic documents + ~1.5 MB of stdlib source."""
     return synthetic_documents(200, seed=seed) + stdlib_documents(max_chars=1_500_000)
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = TOKENIZER_VOCAB_SIZE):
-    """Train a byte-level BPE on ``texts`` and wrap it as a ``PreTrainedTokenizerFast``.
-
-    Digits are split one by one (as in Llama), so a 5-digit key is always 5 tokens. The only special
-    token is ``<|endoftext|>`` (id 0), which separates packed documents and also pads.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS_TOKEN], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN)
-
-
-def _fingerprint(texts: list[str]) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8", errors="replace"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 def build_tokenizer(directory: str | Path = DEFAULT_TOKENIZER_DIR, seed: int = 0,
                     vocab_size: int = TOKENIZER_VOCAB_SIZE):
-    """Train the kit's tokenizer and save it (``tokenizer.json`` + a ``kit_tokenizer.json`` recording
-    the training text's sha256, so a rebuild can be compared exactly). Returns the tokenizer."""
+    """Train the kit's tokenizer on :func:`tokenizer_training_text` and save it in ``directory`` (default:
+    the package's own copy), with the training text's sha256 so a rebuild can be compared exactly."""
     texts = tokenizer_training_text(seed)
     tokenizer = train_tokenizer(texts, vocab_size)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(directory)
-    meta = {"vocab_size": vocab_size, "seed": seed, "training_text_sha256": _fingerprint(texts),
-            "documents": len(texts), "characters": sum(map(len, texts))}
-    (directory / "kit_tokenizer.json").write_text(json.dumps(meta, indent=2) + "\n")
+    save_tokenizer(tokenizer, directory, texts, vocab_size=vocab_size, seed=seed)
     return tokenizer
-
-
-def load_tokenizer(directory: str | Path = DEFAULT_TOKENIZER_DIR):
-    """Load the kit's tokenizer (offline); says how to build it when it is missing."""
-    from transformers import AutoTokenizer
-
-    directory = Path(directory)
-    if not (directory / "tokenizer.json").exists():
-        raise ValueError(f"no tokenizer in {directory}; build it with `longlora-kit tokenizer` (or `make tokenizer`)")
-    return AutoTokenizer.from_pretrained(str(directory))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,7 +448,7 @@ def load_splits(source: str, tokenizer, n_documents: int, val_fraction: float = 
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
-        "tokenizer", help="train the kit's byte-level BPE tokenizer and save it under data/tokenizer/",
+        "tokenizer", help="train the kit's byte-level BPE tokenizer and save it (default: into the package)",
         description="Train the kit's byte-level BPE (Hugging Face tokenizers, 4096 tokens, single digits) "
         "on the synthetic long-range corpus plus local standard-library source, and save it. Deterministic: "
         "the same Python installation always gives the same tokenizer.json.",

@@ -29,7 +29,9 @@ True
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .profile import pick
+from .utils import format_table  # noqa: F401  (re-exported: evaluate.format_table is how notebooks print)
 
 
 @dataclass
@@ -185,13 +188,11 @@ def passkey_accuracy(model, tokenizer, lengths, depths=(0.0, 0.25, 0.5, 0.75, 1.
                        for t in range(trials)]
             batch = torch.tensor([p.input_ids for p in prompts], device=device)  # (trials, length)
             generated = greedy_continuation(causal, batch, 6)
-            hits = 0
             for prompt, out in zip(prompts, generated.tolist()):
                 text = tokenizer.decode(out)
-                ok = score_passkey(text, prompt.key)
-                hits += ok
-                answers.append({"length": length, "depth": depth, "key": prompt.key, "answer": text, "correct": ok})
-            row.append(hits / trials)
+                answers.append({"length": length, "depth": depth, "key": prompt.key, "answer": text,
+                                "correct": score_passkey(text, prompt.key)})
+            row.append(sum(a["correct"] for a in answers[-trials:]) / trials)
         accuracy.append(row)
     causal.train(was_training)
     return PasskeyResult(lengths=list(lengths), depths=list(depths), trials=trials, accuracy=accuracy, answers=answers)
@@ -199,21 +200,39 @@ def passkey_accuracy(model, tokenizer, lengths, depths=(0.0, 0.25, 0.5, 0.75, 1.
 
 # ------------------------------------------------------------------------------------- model loading
 
+def check_model_folder(path: str | Path, name: str = "path") -> Path:
+    """``path`` if it holds a saved model (``config.json`` + safetensors weights); else a ValueError that
+    says what it holds instead (nothing, a run folder, a LoRA adapter) and what to pass."""
+    path = Path(path)
+    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        return path
+    if (path / "model" / "config.json").is_file():
+        why = f"it is a run folder; pass its model, {path / 'model'}"
+    elif (path / "adapter_config.json").is_file() or (path / "longlora_run.json").is_file():
+        why = f"it holds a LoRA adapter; pass the run's merged model, {path.parent / 'model'}"
+    else:
+        why = "it does not exist" if not path.exists() else "no config.json and *.safetensors in it"
+    raise ValueError(f"{name}={path} holds no saved model ({why}); models come from `longlora-kit pretrain` "
+                     "and `longlora-kit extend` (their out/model folder)")
+
+
 def load_for_eval(path: str | Path, target_length: int | None = None, rope_method: str = "linear"):
     """A saved model (``save_pretrained`` folder, e.g. a run's ``model/``) in eval mode; with
     ``target_length`` its RoPE is first extended by ``rope.extend_config`` (PI with no training)."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig, LlamaForCausalLM
 
     from . import rope
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{path} holds no saved model (no config.json); train one with `longlora-kit pretrain`")
-    config = AutoConfig.from_pretrained(path)
-    if target_length is not None and target_length != config.max_position_embeddings:
-        config = rope.extend_config(config, target_length, method=rope_method)
-    config.use_cache = False
-    return LlamaForCausalLM.from_pretrained(path, config=config, dtype=torch.float32).eval()
+    path = check_model_folder(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        if target_length is not None and target_length != config.max_position_embeddings:
+            config = rope.extend_config(config, target_length, method=rope_method)
+        config.use_cache = False
+        return LlamaForCausalLM.from_pretrained(path, config=config, dtype=torch.float32).eval()
+    except (OSError, SafetensorError) as err:  # truncated or garbage files: one line, not a traceback
+        raise ValueError(f"could not load the model in {path} ({err}); save it again") from err
 
 
 # ------------------------------------------------------------------------------------------ suites
@@ -303,61 +322,24 @@ def evaluate_model(name: str, model, tokenizer, settings: EvalSettings, data=Non
     return ModelEval(name=name, perplexity=ppl, passkey=passkey, answer_nll=answer_nll, near_far_split=split)
 
 
-def format_table(rows: list[dict]) -> str:
-    """Rows of dicts as an aligned text table (the CLI's summary)."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    cells = [[str(r.get(k, "")) for k in keys] for r in rows]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))
-    return "\n".join([line(keys), line(["-" * w for w in widths]), *(line(c) for c in cells)])
-
-
-def passkey_heatmaps(results: dict[str, PasskeyResult]):
-    """Side-by-side plotly heatmaps (depth × length) of passkey accuracy, one per model."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=len(results), subplot_titles=list(results), shared_yaxes=True,
-                        horizontal_spacing=0.03)
-    for i, result in enumerate(results.values(), start=1):
-        fig.add_trace(go.Heatmap(z=result.accuracy, x=[str(n) for n in result.lengths],
-                                 y=[f"{d:.2f}" for d in result.depths], zmin=0, zmax=1, colorscale="Viridis",
-                                 showscale=i == len(results), text=[[f"{a:.0%}" for a in r] for r in result.accuracy],
-                                 texttemplate="%{text}"), row=1, col=i)
-        fig.update_xaxes(title_text="prompt length (tokens)", type="category", row=1, col=i)
-    fig.update_yaxes(title_text="depth of the key", row=1, col=1)
-    fig.update_layout(height=330, margin=dict(l=60, r=20, t=40, b=50))
-    return fig
-
-
-def perplexity_figure(curves: dict[str, dict[int, float]], trained_length: int | None = None):
-    """Perplexity vs evaluation length, one line per model (log x axis)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    lengths = sorted({length for curve in curves.values() for length in curve})
-    for name, curve in curves.items():
-        fig.add_trace(go.Scatter(x=list(curve), y=list(curve.values()), name=name, mode="lines+markers"))
-    if trained_length:  # on a log axis plotly places shapes in data units but annotations in log10 units
-        fig.add_vline(x=trained_length, line_dash="dot")
-        fig.add_annotation(x=math.log10(trained_length), y=1, yref="paper", text="pre-training length",
-                           showarrow=False, xanchor="left", yanchor="bottom")
-    fig.update_layout(xaxis_title="evaluation length (tokens)", yaxis_title="perplexity", xaxis_type="log",
-                      xaxis_tickvals=lengths, height=350, margin=dict(l=50, r=20, t=30, b=40))
-    return fig
-
-
 def save_evals(evals: list[ModelEval], path: str | Path) -> Path:
-    import json
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"name": e.name, "perplexity": e.perplexity, "answer_nll": e.answer_nll, "passkey": asdict(e.passkey)}
             for e in evals]
-    path.write_text(json.dumps(rows, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never half of one
     return path
+
+
+def __getattr__(name: str):
+    """The figures moved to ``viz``; the old spellings keep working until the notebooks move."""
+    if name in ("passkey_heatmaps", "perplexity_figure"):
+        from . import viz
+
+        return getattr(viz, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -381,43 +363,64 @@ def register_cli(subparsers) -> None:
     p.add_argument("--profile", default=None, help="run budget: smoke / workshop / full (default: $LONGLORA_KIT_PROFILE or workshop)")
     p.add_argument("--out", default="runs/eval", help="where eval.json goes (default: %(default)s)")
     p.add_argument("--base", default="runs/pretrain/model", help="the pre-trained model (default: %(default)s)")
-    p.add_argument("--extended", default="runs/extend/model", help="the extended model (default: %(default)s)")
+    p.add_argument("--extended", default=None,
+                   help=f"the extended model (default: {DEFAULT_EXTENDED} when it exists, else no LongLoRA row)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="another model to evaluate (repeatable)")
     p.set_defaults(func=_run_eval)
 
 
-def _run_eval(args) -> int:
-    import json
+DEFAULT_EXTENDED = "runs/extend/model"
 
-    from .data import load_tokenizer
-    from .profile import current_profile
 
-    if args.preset != "tiny":
-        raise ValueError(f"preset={args.preset!r} has no evaluation settings yet; use 'tiny'")
-    profile = current_profile(args.profile)
-    base = load_for_eval(args.base)
-    trained = base.config.max_position_embeddings
-    models = {"base": (args.base, None, "linear")}
-    extended = Path(args.extended)
-    target = 4 * trained
-    if (extended / "config.json").is_file():
-        target = json.loads((extended / "config.json").read_text())["max_position_embeddings"]
-    models["PI zero-shot"] = (args.base, target, "linear")
-    models["YaRN zero-shot"] = (args.base, target, "yarn")
-    if (extended / "config.json").is_file():
+def _max_positions(model_folder: Path) -> int:
+    return json.loads((model_folder / "config.json").read_text())["max_position_embeddings"]
+
+
+def _models_to_evaluate(args) -> tuple[dict[str, tuple[str, int | None, str]], int, int]:
+    """(name -> (path, target length or None, RoPE method), trained length, extended length), with every
+    path checked before anything runs."""
+    base = check_model_folder(args.base, "--base")
+    extended = args.extended
+    if extended is None and (Path(DEFAULT_EXTENDED) / "config.json").is_file():
+        extended = DEFAULT_EXTENDED
+    trained = _max_positions(base)
+    target = _max_positions(check_model_folder(extended, "--extended")) if extended is not None else 4 * trained
+    if extended is None:
+        print(f"no extended model at {DEFAULT_EXTENDED} (`longlora-kit extend` makes one): no LongLoRA row")
+    models = {"base": (str(base), None, "linear"), "PI zero-shot": (str(base), target, "linear"),
+              "YaRN zero-shot": (str(base), target, "yarn")}
+    if extended is not None:
         models["LongLoRA"] = (str(extended), None, "linear")
     for item in args.model:
         name, _, path = item.partition("=")
-        if not path:
+        if not name or not path:
             raise ValueError(f"--model {item!r}: write NAME=PATH")
-        models[name] = (path, None, "linear")
+        if name in models:
+            raise ValueError(f"--model {item!r}: the name {name!r} is taken; choose another NAME")
+        models[name] = (str(check_model_folder(path, f"--model {name}")), None, "linear")
+    return models, trained, target
+
+
+def _run_eval(args) -> int:
+    from .data import load_tokenizer
+    from .profile import current_profile
+
+    # Every argument is checked before the first (slow) evaluation.
+    if args.preset != "tiny":
+        raise ValueError(f"preset={args.preset!r} has no evaluation settings yet; use 'tiny'")
+    profile = current_profile(args.profile)
+    out = Path(args.out) / "eval.json"
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; pass a folder for eval.json")
+    models, trained, target = _models_to_evaluate(args)
     tokenizer = load_tokenizer(args.base)
     settings = eval_settings(trained, factor=max(1, target // trained), profile=profile)
     evals, data = [], evaluation_data(settings, tokenizer)
     for name, (path, length, method) in models.items():
         model = load_for_eval(path, target_length=length, rope_method=method)
         evals.append(evaluate_model(name, model, tokenizer, settings, data))
+        save_evals(evals, out)  # after every model: a later failure keeps what was computed
         print(f"evaluated {name}", flush=True)
     print(format_table([e.row() for e in evals]))
-    print(f"saved to {save_evals(evals, Path(args.out) / 'eval.json')}")
+    print(f"saved to {out}")
     return 0

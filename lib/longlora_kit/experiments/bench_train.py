@@ -1,10 +1,6 @@
-"""``longlora-kit bench ...``: benchmarks that print ratios measured side by side in one run.
+"""``longlora-kit bench train``: LoRA+ with S2-Attn vs full attention, trained side by side at 7B shape.
 
-Sub-commands are contributed like the top-level ones: add ``"module:function"`` to
-``BENCH_REGISTRARS``; the function receives the ``bench`` sub-parsers and adds its own
-(e.g. ``bench attention`` from the S2-Attn stage). This module contributes ``bench train``.
-
-**bench train** trains a model of a preset's *shape* with random weights built directly on the device
+It trains a model of a preset's *shape* with random weights built directly on the device
 (no download): LoRA+ with S2-Attn next to LoRA+ with full attention, at each context length, and
 reports tokens/s, peak memory (the allocator's), the estimator's prediction, and MFU::
 
@@ -17,18 +13,12 @@ attention kernel available (flash-attn, else SDPA). On a CPU the same code runs 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import time
 from pathlib import Path
 
 import torch
 
-from .utils import cpu_name
-
-BENCH_REGISTRARS = [
-    "longlora_kit.bench:register_train",
-    "longlora_kit.bench_attention:register_cli",
-]
+from ..utils import cpu_name
 
 #: Dense bf16 peak FLOP/s by GPU name fragment (vendor datasheets), for MFU.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12,
@@ -38,15 +28,7 @@ DEFAULT_CONTEXTS = (8192, 16384, 32768, 65536, 100_000)
 SETUPS = (("lora+", "s2"), ("lora+", "full"))
 
 
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="benchmarks measured side by side in one run (train, ...)")
-    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    for target in BENCH_REGISTRARS:
-        module, func = target.split(":")
-        getattr(importlib.import_module(module), func)(bench)
-
-
-def register_train(bench_subparsers) -> None:
+def register_cli(bench_subparsers) -> None:
     p = bench_subparsers.add_parser("train", help="LoRA+ with S2-Attn vs full attention: tokens/s, peak "
                                     "memory, MFU at 8k..100k on a Llama-2-7B-shaped model (random weights)")
     p.add_argument("--preset", default="llama2-7b", help="whose shape to build (default llama2-7b)")
@@ -64,8 +46,13 @@ def register_train(bench_subparsers) -> None:
 
 def bench_config(preset: str = "llama2-7b", num_layers: int | None = None, hidden_size: int | None = None,
                  vocab_size: int | None = None):
-    """The preset's ``LlamaConfig``, optionally narrowed (fewer layers / smaller width, same head_dim)."""
-    from .presets import get_preset
+    """The preset's ``LlamaConfig``, optionally narrowed (fewer layers / smaller width, same head_dim).
+
+    >>> c = bench_config("llama2-7b", num_layers=2, hidden_size=512)  # 7B's head_dim 128: 4 heads
+    >>> c.num_hidden_layers, c.num_attention_heads, c.head_dim, c.intermediate_size
+    (2, 4, 128, 1376)
+    """
+    from ..presets import get_preset
 
     config = get_preset(preset).llama_config()
     if num_layers is not None:
@@ -99,12 +86,13 @@ def _attention_impl(attention: str, device: torch.device) -> str:
     if attention == "s2":
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-        import longlora_kit  # noqa: F401  (registers "s2_attn")
+        from ..s2attn import register
 
+        register()  # "s2_attn" for transformers (idempotent)
         if "s2_attn" not in ALL_ATTENTION_FUNCTIONS:
-            raise ValueError("attention 's2' needs the kit's S2-Attn ('s2_attn' is not registered yet)")
+            raise ValueError("attention 's2' needs the kit's S2-Attn ('s2_attn' is not registered)")
         return "s2_attn"
-    from .utils import flash_attn_available
+    from ..utils import flash_attn_available
 
     return "flash_attention_2" if device.type == "cuda" and flash_attn_available() else "sdpa"
 
@@ -123,9 +111,9 @@ def train_step_benchmark(config, context: int, method: str = "lora+", attention:
     """Time ``steps`` optimizer steps of one setting; return tokens/s, peak memory and MFU."""
     from transformers import LlamaForCausalLM
 
-    from . import lora
-    from .memory import estimate_memory, measure_peak_cpu, mfu
-    from .train import model_loss
+    from .. import lora
+    from ..memory import estimate_memory, measure_peak_cpu, mfu
+    from ..train import model_loss
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
@@ -212,7 +200,7 @@ def machine_description() -> str:
 
 def markdown_table(rows: list[dict], shape: str, machine: str | None = None) -> str:
     """The results next to the paper's Table 12 (LongLoRA = LoRA+ S2 row; full attention = LoRA row)."""
-    from .memory import PAPER_TABLE12_GB, PAPER_TABLE12_HOURS
+    from ..memory import PAPER_TABLE12_GB, PAPER_TABLE12_HOURS
 
     lines = [f"### bench train: {shape}", "", f"Machine: {machine or machine_description()}. "
              "Paper columns: Table 12 per GPU (8xA100, ZeRO-2), 1000 steps of 64 sequences.", "",

@@ -2,8 +2,8 @@
 
 import pytest
 
-from longlora_kit.bench import bench_config, markdown_table, train_benchmark
-from longlora_kit.cli import build_parser, main
+from longlora_kit.cli import main
+from longlora_kit.experiments.bench_train import bench_config, markdown_table, train_benchmark
 
 
 def test_train_benchmark_tiny_shape():
@@ -52,11 +52,3 @@ def test_cli_bench_train(tmp_path, capsys):
                  "--loss-chunk", "32", "--append", str(out)])
     assert code == 0
     assert "| 64 | s2 |" in out.read_text() and "appended" in capsys.readouterr().out
-
-
-def test_bench_has_room_for_other_benchmarks():
-    """``bench`` is a group: this module's ``train`` sits beside other stages' benchmarks."""
-    parser = build_parser()
-    bench = next(a for a in parser._subparsers._group_actions[0].choices["bench"]._actions
-                 if a.dest == "benchmark")
-    assert "train" in bench.choices

@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .s2attn import _grouped, group_size_for, s2_attention
-from .utils import cpu_name
+from ..s2attn import group_size_for, s2_attention
+from ..utils import cpu_name
+from .cache import write_atomic
 
 CPU_LENGTHS = (2048, 4096, 8192, 16384)
 GPU_LENGTHS = (8192, 16384, 32768, 65536)
@@ -50,11 +51,31 @@ def _inputs(length, heads, head_dim, dtype, device, seed=0):
     return q, k, v, made[3]  # the last one is the output gradient
 
 
+def groups_of(x: torch.Tensor, group: int) -> list[torch.Tensor]:
+    """The token groups leak-free S2 attends within, by plain slicing and reshaping: ``x (B, H, L, D)`` ->
+    ``[(B, N, G, D), (B, H, G/2, D)]``. Heads ``h < H/2`` give groups ``[0, G), [G, 2G), ...``; heads
+    ``h >= H/2`` the groups shifted by ``G/2``, whose two half-groups at the ends go in the second tensor.
+
+    >>> full, halves = groups_of(torch.arange(8.).expand(1, 2, 8).unsqueeze(-1), group=4)
+    >>> full[0, :, :, 0].tolist(), halves[0, :, :, 0].tolist()
+    ([[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0], [2.0, 3.0, 4.0, 5.0]], [[0.0, 1.0], [6.0, 7.0]])
+    """
+    batch, heads, length, dim = x.shape
+    half, shift = heads // 2, group // 2
+    plain = x[:, :half].reshape(batch, half * (length // group), group, dim)  # (B, H/2 * L/G, G, D)
+    shifted = x[:, half:, shift:length - shift].reshape(batch, -1, group, dim)  # (B, H/2 * (L/G - 1), G, D)
+    ends = torch.cat([x[:, half:, :shift], x[:, half:, length - shift:]], dim=1)  # (B, H, G/2, D)
+    return [torch.cat([plain, shifted], dim=1), ends]
+
+
 def _pregathered_groups(q, k, v, group):
     """The (q, k, v) of every group S2 (leak-free) attends within, gathered once, as leaf tensors:
     one triple of (B, N, size, D) per group size, and an output gradient for each."""
+    if not q.shape[1] == k.shape[1] == v.shape[1]:
+        raise ValueError("the pre-gathered groups are for equal head counts (the benchmark's MHA), "
+                         f"got q {q.shape[1]}, k {k.shape[1]}, v {v.shape[1]} heads")
     with torch.no_grad():
-        (qs, ks, vs), _ = _grouped(q, k, v, group, "leak_free", "s2")
+        qs, ks, vs = (groups_of(x, group) for x in (q, k, v))
     triples = [tuple(x.contiguous().requires_grad_() for x in xs) for xs in zip(qs, ks, vs)]
     return triples, [torch.randn_like(t[0]) for t in triples]
 
@@ -131,7 +152,7 @@ def markdown_section(rows, device, repeats, backend="sdpa", note="") -> str:
         f"<!-- {SECTION} {device.type}: start -->",
         f"## S2-Attn vs full causal attention, forward + backward ({device.type})",
         "",
-        f"`longlora-kit bench attention` (or `python benchmarks/attention.py`): B=1, H=8, D=64, G=L/4, {dtype}, "
+        f"`longlora-kit bench attention`: B=1, H=8, D=64, G=L/4, {dtype}, "
         f"S2 backend `{backend}` (leak-free), median of {repeats} interleaved repeats. Limit: L/G = 4x. "
         "*Groups alone*: SDPA on S2's groups gathered beforehand; *ceiling* = full / groups alone, the best an "
         "S2 on this kernel can reach; *overhead* = S2 / groups alone - 1 (gather, scatter, half-group call).",
@@ -162,10 +183,7 @@ def write_section(path, section: str, device) -> None:
         text = before + section.rstrip("\n") + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text)
 
 
 def add_arguments(p) -> None:

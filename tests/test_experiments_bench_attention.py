@@ -1,9 +1,11 @@
 """The attention benchmark runs, and its markdown section is written once and replaced on re-runs."""
 
+import pytest
 import torch
 
-from longlora_kit import bench_attention as BA
 from longlora_kit.cli import main
+from longlora_kit.experiments import bench_attention as BA
+from longlora_kit.s2attn import s2_attention
 
 
 def test_benchmark_rows_and_markdown(tmp_path):
@@ -21,14 +23,32 @@ def test_benchmark_rows_and_markdown(tmp_path):
     assert f"torch {torch.__version__}" in text and "| 128 | 32 |" in text and "| ceiling |" in text
 
 
+def _ungroup(parts, heads, length, group):
+    """The inverse of ``groups_of`` for the outputs: (B, N, G, D) + (B, H, G/2, D) -> (B, H, L, D)."""
+    full, ends = parts
+    batch, dim, half = full.shape[0], full.shape[-1], heads // 2
+    n_plain = half * (length // group)
+    plain = full[:, :n_plain].reshape(batch, half, length, dim)
+    middle = full[:, n_plain:].reshape(batch, half, length - group, dim)
+    shifted = torch.cat([ends[:, :half], middle, ends[:, half:]], dim=2)
+    return torch.cat([plain, shifted], dim=1)
+
+
 def test_the_pregathered_groups_give_s2s_output():
-    # "groups alone" times the very kernel calls S2 makes: scattered back, their outputs are S2's
+    # "groups alone" times the very kernel calls S2 makes: put back in place, their outputs are S2's
     q, k, v, _ = BA._inputs(64, heads=4, head_dim=8, dtype=torch.float32, device=torch.device("cpu"))
-    triples, _ = BA._pregathered_groups(q, k, v, group=16)
+    triples, grads = BA._pregathered_groups(q, k, v, group=16)
+    assert [t[0].shape for t in triples] == [(1, 14, 16, 8), (1, 4, 8, 8)] == [g.shape for g in grads]
     outs = [torch.nn.functional.scaled_dot_product_attention(*t, is_causal=True) for t in triples]
-    _, scatter = BA._grouped(q, k, v, 16, "leak_free", "s2")
-    expected = BA.s2_attention(q, k, v, 16, "leak_free", "sdpa")
-    torch.testing.assert_close(scatter(outs), expected, rtol=0, atol=1e-6)
+    expected = s2_attention(q, k, v, group_size=16, variant="leak_free", backend="sdpa")
+    torch.testing.assert_close(_ungroup(outs, 4, 64, 16), expected, rtol=0, atol=1e-6)
+
+
+def test_the_pregathered_groups_refuse_grouped_query_heads():
+    q = torch.randn(1, 4, 32, 8)
+    kv = torch.randn(1, 2, 32, 8)
+    with pytest.raises(ValueError, match="equal head counts"):
+        BA._pregathered_groups(q, kv, kv, group=8)
 
 
 def test_cli_bench_attention(tmp_path, capsys):

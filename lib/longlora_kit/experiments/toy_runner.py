@@ -1,5 +1,6 @@
-"""The toy runner behind ``longlora-kit reproduce``: one :class:`~longlora_kit.reproduce.RunSpec` and a
-seed in, validation perplexity (and passkey accuracy) out.
+"""The toy runner behind ``longlora-kit reproduce``: one :class:`~.claims.RunSpec` and a seed in,
+validation perplexity (and passkey accuracy) out. :class:`ToyRunner` implements the
+:class:`~.runner.Runner` protocol (``prepare`` pre-trains the base, ``run``, ``share_key``).
 
 Everything goes through the kit's pipeline, nothing is re-implemented here:
 
@@ -66,7 +67,8 @@ import json
 import shutil
 from pathlib import Path
 
-from .profile import pick
+from ..profile import pick
+from .claims import PASSKEY_MULTIPLES, RunSpec
 
 
 def settings_for(profile: str | None = None) -> dict:
@@ -105,6 +107,8 @@ def settings_for(profile: str | None = None) -> dict:
 
 PRETRAIN_DATA_SEED, FINETUNE_DATA_SEED = 0, 1
 VAL_FRACTION = 0.1
+#: the spec fields that decide a fine-tuned model's weights (the rest only choose what is measured)
+TRAINING_FIELDS = ("extension", "rope_method", "method", "lora_r", "attention", "attention_pattern", "group_size_ratio")
 
 
 def _hash(payload) -> str:
@@ -113,7 +117,7 @@ def _hash(payload) -> str:
 
 def pretrain_config(settings: dict, cache_dir: Path, code: str, progress: bool = False):
     """The ``TrainConfig`` of the shared base model (its ``out_dir`` is keyed by settings and code)."""
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     keys = ("model", "base_length", "data", "pretrain_documents", "pretrain_steps", "pretrain_batch", "pretrain_lr",
             "pretrain_warmup")
@@ -128,11 +132,11 @@ def pretrain_config(settings: dict, cache_dir: Path, code: str, progress: bool =
     )
 
 
-def finetune_config(spec, seed: int, settings: dict, base_dir: str | Path, cache_dir: Path, code: str,
+def finetune_config(spec: RunSpec, seed: int, settings: dict, base_dir: str | Path, cache_dir: Path, code: str,
                     progress: bool = False):
     """The ``TrainConfig`` that extends and fine-tunes the base as ``spec`` says (out_dir keyed by what
     decides the trained weights: the training part of the spec, the seed, the settings and the code)."""
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     length = spec.extension * settings["base_length"]
     training = {k: getattr(spec, k) for k in TRAINING_FIELDS}
@@ -154,19 +158,6 @@ def finetune_config(spec, seed: int, settings: dict, base_dir: str | Path, cache
     )
 
 
-def base_model_dir(context) -> Path:
-    """Pre-train the shared base model if it is not cached yet; return its ``save_pretrained`` folder."""
-    from .train import MODEL_DIR, RESULT_FILE, train
-
-    _quiet()
-    config = pretrain_config(context.settings, context.cache_dir, context.code, progress=context.progress)
-    out = Path(config.out_dir)
-    if not (out / RESULT_FILE).is_file():
-        train(config)
-        _drop_checkpoint(out)
-    return out / MODEL_DIR
-
-
 def _quiet() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -179,21 +170,10 @@ def _drop_checkpoint(out: Path) -> None:
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
 
 
-TRAINING_FIELDS = ("extension", "rope_method", "method", "lora_r", "attention", "attention_pattern", "group_size_ratio")
-
-
-def share_key(spec, seed: int):
-    """Runs that use one fine-tuned model (same training fields and seed) share a key, so a parallel
-    ``reproduce`` trains that model once, in one worker."""
-    if not spec.train:
-        return ("no training", spec, seed)
-    return (tuple(getattr(spec, k) for k in TRAINING_FIELDS), seed)
-
-
 @functools.lru_cache(maxsize=2)
 def _tokenizer_and_validation_stream(source: str, n_documents: int, max_distance: int):
     """The kit's tokenizer and the held-out stream of the fine-tuning corpus (one copy per process)."""
-    from . import data
+    from .. import data
 
     tokenizer = data.load_tokenizer()
     stream = data.validation_stream(source, tokenizer, n_documents, VAL_FRACTION, FINETUNE_DATA_SEED,
@@ -201,52 +181,69 @@ def _tokenizer_and_validation_stream(source: str, n_documents: int, max_distance
     return tokenizer, stream
 
 
-def run(spec, seed: int, context) -> dict:
-    """Fine-tune (or load) and measure one run; the ``reproduce`` runner (see the module docstring)."""
-    from . import evaluate
-    from .train import RESULT_FILE, load_result, train
+class ToyRunner:
+    """The toy reproduction as a :class:`~.runner.Runner`: pre-train one base, fine-tune and measure each run."""
 
-    settings = context.settings
-    base_dir = base_model_dir(context)
-    length = spec.extension * settings["base_length"]
-    if spec.train:
-        config = finetune_config(spec, seed, settings, base_dir, context.cache_dir, context.code)
+    def prepare(self, context) -> Path:
+        """Pre-train the shared base model if it is not cached yet; return its ``save_pretrained`` folder."""
+        from ..train import MODEL_DIR, RESULT_FILE, train
+
+        _quiet()
+        config = pretrain_config(context.settings, context.cache_dir, context.code, progress=context.progress)
         out = Path(config.out_dir)
-        if (out / RESULT_FILE).is_file():
-            model = load_result(out).model
-        else:
-            model = train(config).model
+        if not (out / RESULT_FILE).is_file():
+            train(config)
             _drop_checkpoint(out)
-    else:
-        model = evaluate.load_for_eval(base_dir, target_length=length if spec.extension > 1 else None,
-                                       rope_method=spec.rope_method)
-    model.eval()
-    tokenizer, stream = _tokenizer_and_validation_stream(settings["data"], settings["finetune_documents"],
-                                                         settings["finetune_max_distance"])
-    n_tokens = settings["eval_windows"] * length
-    if len(stream) < n_tokens:
-        raise ValueError(f"the validation stream has {len(stream)} tokens, fewer than eval_windows × L = {n_tokens}; "
-                         "raise finetune_documents or lower eval_windows")
-    stream = stream[:n_tokens]
-    metrics = {"ppl": evaluate.perplexity(model, stream, length, stride=length // 2).perplexity}
-    if spec.eval_sparse:
-        model.config.attention_pattern = spec.attention_pattern
-        model.config.group_size_ratio = spec.group_size_ratio
-        model.config.sparse_attention_in_eval = True
-        model.set_attn_implementation(spec.attention)
-        metrics["ppl_sparse"] = evaluate.perplexity(model, stream, length, stride=length // 2).perplexity
-        model.config.sparse_attention_in_eval = False
-        model.set_attn_implementation("sdpa")
-    if spec.passkey:
-        from .reproduce import PASSKEY_MULTIPLES
+        return out / MODEL_DIR
 
-        lengths = [m * settings["base_length"] for m in PASSKEY_MULTIPLES]
-        result = evaluate.passkey_accuracy(model, tokenizer, lengths, depths=settings["passkey_depths"],
-                                           trials=settings["passkey_trials"], seed=1000 * seed)
-        for m, accuracy in zip(PASSKEY_MULTIPLES, result.by_length()):
-            metrics[f"passkey@{m}x"] = accuracy
-    return metrics
+    def share_key(self, spec: RunSpec, seed: int):
+        """Runs that use one fine-tuned model (same training fields and seed) share a key, so a parallel
+        ``reproduce`` trains that model once, in one worker."""
+        if not spec.train:
+            return ("no training", spec, seed)
+        return (tuple(getattr(spec, k) for k in TRAINING_FIELDS), seed)
 
+    def run(self, spec: RunSpec, seed: int, context) -> dict:
+        """Fine-tune (or load) and measure one run (see the module docstring)."""
+        from .. import evaluate, s2attn
+        from ..train import RESULT_FILE, load_result, train
 
-run.prepare = base_model_dir  # reproduce calls it once before any run (workers then share the base)
-run.share_key = share_key
+        settings = context.settings
+        base_dir = self.prepare(context)  # cached: a no-op after the first call
+        length = spec.extension * settings["base_length"]
+        if spec.train:
+            config = finetune_config(spec, seed, settings, base_dir, context.cache_dir, context.code)
+            out = Path(config.out_dir)
+            if (out / RESULT_FILE).is_file():
+                model = load_result(out).model
+            else:
+                model = train(config).model
+                _drop_checkpoint(out)
+        else:
+            model = evaluate.load_for_eval(base_dir, target_length=length if spec.extension > 1 else None,
+                                           rope_method=spec.rope_method)
+        model.eval()
+        tokenizer, stream = _tokenizer_and_validation_stream(settings["data"], settings["finetune_documents"],
+                                                             settings["finetune_max_distance"])
+        n_tokens = settings["eval_windows"] * length
+        if len(stream) < n_tokens:
+            raise ValueError(f"the validation stream has {len(stream)} tokens, fewer than eval_windows × L = {n_tokens}; "
+                             "raise finetune_documents or lower eval_windows")
+        stream = stream[:n_tokens]
+        metrics = {"ppl": evaluate.perplexity(model, stream, length, stride=length // 2).perplexity}
+        if spec.eval_sparse:
+            model.config.attention_pattern = spec.attention_pattern
+            model.config.group_size_ratio = spec.group_size_ratio
+            model.config.sparse_attention_in_eval = True
+            s2attn.register()  # the sparse pattern at test goes through the kit's attention function
+            model.set_attn_implementation(spec.attention)
+            metrics["ppl_sparse"] = evaluate.perplexity(model, stream, length, stride=length // 2).perplexity
+            model.config.sparse_attention_in_eval = False
+            model.set_attn_implementation("sdpa")
+        if spec.passkey:
+            lengths = [m * settings["base_length"] for m in PASSKEY_MULTIPLES]
+            result = evaluate.passkey_accuracy(model, tokenizer, lengths, depths=settings["passkey_depths"],
+                                               trials=settings["passkey_trials"], seed=1000 * seed)
+            for m, accuracy in zip(PASSKEY_MULTIPLES, result.by_length()):
+                metrics[f"passkey@{m}x"] = accuracy
+        return metrics
