@@ -12,7 +12,11 @@
 - ``lora``     LoRA / LoRA+ (``apply``, ``parameter_report``, atomic ``save``, ``load``, ``merge``);
   ``architectures`` published Llama configs, built config-only on the meta device
 - ``data``     synthetic long-range corpus, stdlib text, passkey prompts, the BPE tokenizer, packing
-- ``train``    ``TrainConfig`` → ``train()``: the accelerate loop (pre-training and LongLoRA extension)
+- ``config``   ``TrainConfig`` / ``TrainResult`` and ``validate`` (below every module that uses them)
+- ``recipes``  ``TrainConfig`` fields per preset, stage and profile (``pretrain_config``, ``extension_config``)
+- ``build``    a ``TrainConfig`` → the model it trains (weights, PI, attention, LoRA+) and the data blocks
+- ``train``    chunked loss + the accelerate loop + ``train()`` (pre-training and LongLoRA extension)
+- ``runs``     the run folder: atomic writes, checkpoints and exact resume, fingerprint, claim (lock, --overwrite)
 - ``evaluate`` sliding-window perplexity, passkey accuracy (always full attention)
 """
 
