@@ -152,7 +152,8 @@ def _s2_equals_dense_reference(folder_or_config, length=64):
             folder_or_config._attn_implementation = implementation
             model = LlamaForCausalLM(folder_or_config)
         else:
-            model = _load(folder_or_config, attn_implementation=implementation)
+            # fp64: 30 fp32 layers reorder sums enough to differ by ~3e-4; in fp64 the two agree to ~1e-15
+            model = _load(folder_or_config, attn_implementation=implementation).double()
         model.config.group_size_ratio = 0.25
         model.train()  # S2 is the training-mode attention
         logits = model(input_ids=ids).logits
