@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import longlora_kit  # noqa: F401  (registers the S2-Attn implementations)
-from longlora_kit import cli, data, evaluate, viz
+from longlora_kit import cli, data, evaluate, s2attn, viz
 from longlora_kit.models import build_model, tiny_config
 
 
@@ -103,6 +102,7 @@ def test_evaluation_uses_full_attention_even_for_an_s2_model(model):
     s2 = build_model(model.config, seed=None)
     s2.load_state_dict(model.state_dict())
     s2.config.group_size_ratio = 0.25
+    s2attn.register()
     s2.set_attn_implementation("s2_attn")
     ids = torch.randint(0, 50, (64,))
     s2.train()  # evaluate must switch to eval mode itself
