@@ -220,3 +220,57 @@ def test_parameter_report_matches_brute_force(model_type):
 def test_every_family_has_a_working_tiny_config():
     for model_type in FAMILIES:
         assert family_of(tiny_config(model_type)).model_type == model_type
+
+
+def test_tied_embeddings_untie_on_merge_and_reload_exactly(tmp_path):
+    """LoRA+ trains a copy of a tied embedding table; the LM head keeps the frozen original. Merging
+    therefore unties them (config.tie_word_embeddings becomes False), and the saved model reloads exactly."""
+    from transformers import AutoModelForCausalLM
+
+    model = build(tiny_config("gemma"))  # Gemma ties its head to the embeddings
+    original = model.get_input_embeddings().weight.detach().clone()
+    peft_model = lora.apply(model, "lora+")
+    with torch.no_grad():
+        for p in peft_model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))  # stands for training
+    merged = lora.merge(peft_model).eval()
+    assert not merged.config.tie_word_embeddings
+    assert torch.equal(merged.get_output_embeddings().weight, original)  # the head stayed frozen
+    assert not torch.equal(merged.get_input_embeddings().weight, original)  # the embeddings trained
+    merged.save_pretrained(tmp_path)
+    tokens = torch.randint(3, 128, (1, 32))
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.equal(merged(tokens).logits, reloaded(tokens).logits)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Presets: published configs built weight-free; the memory estimator reads every family
+
+#: Parameter counts of the published models (their model cards / safetensors metadata).
+PUBLISHED_PARAMETERS = {
+    "mistral-7b": 7_241_732_096, "qwen2.5-0.5b": 494_032_768, "qwen3-0.6b": 596_049_920,
+    "gemma-2-2b": 2_614_341_888, "phi-3-mini-4k": 3_821_079_552, "olmo-2-1b": 1_484_916_736,
+    "pythia-1.4b": 1_414_647_808, "smollm3-3b": 3_075_098_624,
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_PARAMETERS))
+def test_family_preset_builds_on_meta_and_estimates_memory(name, capsys):
+    from longlora_kit.cli import main
+    from longlora_kit.memory import parameter_counts
+    from longlora_kit.models import count_parameters
+    from longlora_kit.presets import FAMILY_PRESETS, get_preset
+
+    assert set(FAMILY_PRESETS) == set(PUBLISHED_PARAMETERS)
+    preset = get_preset(name)
+    model = preset.build_meta()
+    assert next(model.parameters()).device.type == "meta"
+    assert count_parameters(model) == PUBLISHED_PARAMETERS[name]
+    family_of(model)  # every preset is a supported family
+    # the estimator's closed form (q/k/v/o + MLP + norms + embeddings) stays within 0.1% (biases, q/k norms)
+    estimate = parameter_counts(preset.model_config(), "full")["total"]
+    assert abs(estimate - PUBLISHED_PARAMETERS[name]) / PUBLISHED_PARAMETERS[name] < 1e-3
+    assert main(["memory", "--preset", name, "--context", "8192"]) == 0
+    assert "longest context that fits" in capsys.readouterr().out
