@@ -26,7 +26,10 @@ ablations too, are in :mod:`longlora_kit.patterns`.
 
 transformers: :func:`register` (call it once; it is idempotent) adds ``"s2_attn"`` (leak-free) and
 ``"s2_attn_paper"`` to ``AttentionInterface`` and ``AttentionMaskInterface``. In training mode they run
-S2 with ``G = L * config.group_size_ratio``; in eval mode plain full causal SDPA.
+S2 with ``G = L * config.group_size_ratio``; in eval mode plain full causal SDPA. :func:`enable` does
+that and switches a model, refusing a family the kit has not checked (``families.py`` lists eleven) or
+a model that bypasses ``AttentionInterface``. What a layer passes is honoured (``sliding_window``: the
+group and the window; ``softcap``: written-out attention) or refused by name, never dropped.
 """
 
 from __future__ import annotations
