@@ -336,7 +336,7 @@ def test_train_mode_length_error_says_to_call_eval():
 
 
 # One S2 training step for every head layout the kit's presets use (issue 16 #2), tiny widths.
-PRESET_HEADS = sorted({(4, 4)} | {(a["num_attention_heads"], a["num_key_value_heads"])
+PRESET_HEADS = sorted({(4, 4)} | {(a["num_attention_heads"], a.get("num_key_value_heads", a["num_attention_heads"]))
                                   for a in KNOWN_ARCHITECTURES.values()})
 
 

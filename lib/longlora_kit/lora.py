@@ -50,6 +50,7 @@ from pathlib import Path
 
 from torch import nn
 
+from .families import FAMILIES, is_norm
 from .profile import pick
 from .runs.atomic import atomic_write, read_json, recover
 
@@ -91,9 +92,15 @@ def _is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def _is_norm(module: nn.Module) -> bool:
-    # LlamaRMSNorm, nn.LayerNorm, nn.RMSNorm, ... : every normalisation layer names itself "...Norm"
-    return isinstance(module, nn.LayerNorm | nn.RMSNorm) or type(module).__name__.endswith("Norm")
+_is_norm = is_norm  # by module type (families.is_norm): GemmaRMSNorm, GPT-NeoX's LayerNorm, q/k norms
+
+
+def default_targets(model) -> tuple[str, ...]:
+    """The attention projections LoRA adapts in ``model``'s family (``families.FAMILIES``): q/k/v/o, or
+    the fused ones (Phi-3 ``qkv_proj`` + ``o_proj``, GPT-NeoX ``query_key_value`` + ``dense``).
+    A family the kit has not listed gets q/k/v/o (and apply's check names its real linear layers)."""
+    family = FAMILIES.get(getattr(getattr(model, "config", None), "model_type", None))
+    return family.lora_targets if family else DEFAULT_TARGETS
 
 
 def _leaf(name: str) -> str:
@@ -117,13 +124,14 @@ def apply(
     r: int = 8,
     alpha: float = 16,
     dropout: float = 0.0,
-    targets: Sequence[str] = DEFAULT_TARGETS,
+    targets: Sequence[str] | None = None,
 ):
     """Make ``model`` trainable the way ``method`` says; return the model ready to train.
 
     ``"full"`` returns ``model`` itself with every parameter trainable. The LoRA methods wrap it
     (in place) in a peft ``PeftModelForCausalLM``: LoRA of rank ``r`` and scale ``alpha / r`` on
-    every linear layer named in ``targets``, plus the embeddings and/or norms for ``lora+``,
+    every linear layer named in ``targets`` (default: the family's attention projections,
+    :func:`default_targets`), plus the embeddings and/or norms for ``lora+``,
     ``lora+embed`` and ``lora+norm``. Works on meta-device models too (for counting).
 
     >>> from longlora_kit.models import build_model, tiny_config
@@ -145,6 +153,7 @@ def apply(
         model.requires_grad_(True)
         return model
 
+    targets = default_targets(model) if targets is None else targets
     targets = (targets,) if isinstance(targets, str) else tuple(targets)
     if not targets:
         raise ValueError("targets is empty; name the linear layers to adapt, e.g. ('q_proj', 'v_proj')")
@@ -478,5 +487,19 @@ def notebook_settings() -> dict:
     )
 
 
-__all__ = ["DEFAULT_TARGETS", "KINDS", "METHODS", "apply", "load", "merge", "method_of", "notebook_settings",
-           "parameter_budget", "parameter_report", "report_frame", "save", "trainable_names"]
+__all__ = [
+    "DEFAULT_TARGETS",
+    "KINDS",
+    "METHODS",
+    "apply",
+    "default_targets",
+    "load",
+    "merge",
+    "method_of",
+    "notebook_settings",
+    "parameter_budget",
+    "parameter_report",
+    "report_frame",
+    "save",
+    "trainable_names",
+]

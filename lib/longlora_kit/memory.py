@@ -96,7 +96,7 @@ def _check_gpu_gib(gpu_gib: float) -> None:
 
 @dataclass(frozen=True)
 class Shape:
-    """The numbers of a Llama config the accounting needs."""
+    """The numbers of a decoder config the accounting needs (any family of ``families.py``)."""
 
     vocab: int
     hidden: int
@@ -106,6 +106,7 @@ class Shape:
     kv_heads: int
     head_dim: int
     tied: bool
+    mlp_matrices: int = 3  # gated MLP (gate, up, down); GPT-NeoX's is up -> GELU -> down: 2
 
     @classmethod
     def of(cls, config) -> Shape:
@@ -113,7 +114,8 @@ class Shape:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         return cls(config.vocab_size, config.hidden_size, config.intermediate_size, config.num_hidden_layers,
                    heads, getattr(config, "num_key_value_heads", None) or heads, head_dim,
-                   bool(getattr(config, "tie_word_embeddings", False)))
+                   bool(getattr(config, "tie_word_embeddings", False)),
+                   2 if getattr(config, "model_type", None) == "gpt_neox" else 3)
 
     @property
     def q_width(self) -> int:
@@ -138,7 +140,7 @@ def parameter_counts(config, method: str = "lora+", lora_r: int = 8) -> dict[str
     """
     _check_choice("method", method, METHODS)
     s = Shape.of(config)
-    per_layer = 2 * s.hidden * s.q_width + 2 * s.hidden * s.kv_width + 3 * s.hidden * s.intermediate
+    per_layer = 2 * s.hidden * s.q_width + 2 * s.hidden * s.kv_width + s.mlp_matrices * s.hidden * s.intermediate
     norms = (2 * s.layers + 1) * s.hidden
     embed = s.vocab * s.hidden
     total = embed * (1 if s.tied else 2) + s.layers * per_layer + norms
@@ -190,7 +192,7 @@ def _activation_bytes_per_token_layer(s: Shape, method: str, a: int, lora_r: int
     saved += a * s.q_width  # attention output: o_proj's input (fused kernels return it (B, L, H, d) already,
     #                         so the kernel's saved output and o_proj's input are one tensor)
     saved += 4 * a * lora_r if method != "full" else 0      # LoRA A outputs
-    saved += 3 * a * s.intermediate                         # SiLU input, SiLU output, up output
+    saved += s.mlp_matrices * a * s.intermediate            # SiLU input, SiLU output, up output
     saved += a * (s.hidden + s.intermediate) if method == "full" else 0  # trained MLP inputs
     if kernel != "eager":
         saved += 4 * s.heads                                # log-sum-exp per head (fp32)
@@ -363,7 +365,7 @@ def forward_flops(config, context: int, attention: str = "full", group_size_rati
     group = context * group_size_ratio if attention == "s2" else None
     attn = attention_cost(context, group, s.heads, s.head_dim, s.layers, causal=False, batch=batch)["flops"]
     proj = 2.0 * n * (2 * s.hidden * s.q_width + 2 * s.hidden * s.kv_width) * s.layers
-    ffn = 2.0 * n * 3 * s.hidden * s.intermediate * s.layers
+    ffn = 2.0 * n * s.mlp_matrices * s.hidden * s.intermediate * s.layers
     # LM head + per layer: 2 RMSNorms (~4 ops/elt), RoPE on q,k (~3), residuals (2), SiLU·up (~5 per MLP elt)
     elementwise = n * s.layers * (8 * s.hidden + 3 * (s.q_width + s.kv_width) + 2 * s.hidden + 5 * s.intermediate)
     others = 2.0 * n * s.hidden * s.vocab + elementwise

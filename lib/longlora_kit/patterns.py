@@ -108,6 +108,20 @@ def causal() -> MaskMod:
     return mask
 
 
+def sliding_window(window: int) -> MaskMod:
+    """transformers' sliding window: a query sees keys less than ``window`` tokens back, ``q - kv < window``.
+    Not causal by itself (and-ed with a pattern that is); with S2 it cuts each group to the window.
+
+    >>> dense_mask(sliding_window(2), num_heads=1, length=3)[0].int().tolist()
+    [[1, 1, 1], [1, 1, 1], [0, 1, 1]]
+    """
+
+    def mask(b, h, q_idx, kv_idx):
+        return q_idx - kv_idx < window
+
+    return mask
+
+
 def pattern1(group_size: int) -> MaskMod:
     """Pattern 1: causal attention inside groups ``[0,G), [G,2G), ...``."""
 

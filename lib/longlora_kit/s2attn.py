@@ -26,7 +26,10 @@ ablations too, are in :mod:`longlora_kit.patterns`.
 
 transformers: :func:`register` (call it once; it is idempotent) adds ``"s2_attn"`` (leak-free) and
 ``"s2_attn_paper"`` to ``AttentionInterface`` and ``AttentionMaskInterface``. In training mode they run
-S2 with ``G = L * config.group_size_ratio``; in eval mode plain full causal SDPA.
+S2 with ``G = L * config.group_size_ratio``; in eval mode plain full causal SDPA. :func:`enable` does
+that and switches a model, refusing a family the kit has not checked (``families.py`` lists eleven) or
+a model that bypasses ``AttentionInterface``. What a layer passes is honoured (``sliding_window``: the
+group and the window; ``softcap``: written-out attention) or refused by name, never dropped.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .families import IGNORED_KWARGS, check_attention_backend, family_of
 from .kernels import flash, flex, rows
 from .patterns import GROUPED_PATTERNS, PATTERNS, VARIANTS, Grouping, dense_mask, pattern_mask
+from .patterns import sliding_window as sliding_window_mask
 
 BACKENDS = ("sdpa", "flash", "flex", "reference")
 DEFAULT_GROUP_SIZE_RATIO = 0.25
@@ -96,14 +101,20 @@ def shifted_sparse_attention(q, k, v, group_size: int, variant: str = "leak_free
     return roll(out, half)  # (B, H, L, D)
 
 
-def reference_attention(q, k, v, mask: torch.Tensor, scaling: float | None = None) -> torch.Tensor:
+def reference_attention(q, k, v, mask: torch.Tensor, scaling: float | None = None, *,
+                        softcap: float | None = None, dropout: float = 0.0) -> torch.Tensor:
     """Plain softmax attention with an explicit bool mask, written out (no fused kernel): the definition
-    the patterns are checked with. ``mask`` broadcasts to (B, H, L, L); ``k, v`` may have fewer heads."""
+    the patterns are checked with. ``mask`` broadcasts to (B, H, L, L); ``k, v`` may have fewer heads.
+    ``softcap`` (Gemma-2) squashes the scores into (-softcap, softcap) before the mask:
+    ``softcap * tanh(scores / softcap)``; no fused SDPA kernel can do that, so this is its path."""
     rep = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     scores = (q @ k.transpose(-1, -2)) * (scaling if scaling is not None else 1 / math.sqrt(q.shape[-1]))
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
     scores = scores.masked_fill(~mask, float("-inf"))  # (B, H, L, L)
-    return torch.softmax(scores, dim=-1) @ v  # (B, H, L, D)
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a row with nothing allowed: zeros, not NaN
+    return F.dropout(weights, p=dropout, training=dropout > 0) @ v  # (B, H, L, D)
 
 
 def masked_attention(q, k, v, mask: torch.Tensor, *, scaling=None, dropout: float = 0.0) -> torch.Tensor:
@@ -240,11 +251,17 @@ def _warn_flex_cpu_backward() -> None:
 
 def s2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group_size: int, variant: str = "leak_free",
                  backend: str = "sdpa", *, scaling: float | None = None, pattern: str = "s2",
-                 attention_mask: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
+                 attention_mask: torch.Tensor | None = None, dropout: float = 0.0,
+                 sliding_window: int | None = None, softcap: float | None = None) -> torch.Tensor:
     """Shifted sparse attention of ``q (B, H, L, D)`` over ``k, v (B, H_kv, L, D)``: ``(B, H, L, D)``.
 
     Equals :func:`shifted_sparse_attention` (and SDPA with the dense mask of
     ``pattern_mask(pattern, group_size, H, L, variant)``); ``backend`` picks the kernel (module doc).
+    ``sliding_window`` (W) and ``softcap`` are what a model layer passes (families.py). S2 on a
+    sliding-window layer is the pattern *and* the window, ``q - kv < W`` (training never shows a layer keys
+    it cannot see at inference). A group spans G tokens, so for the grouped patterns ``W >= G`` changes
+    nothing (the fast path runs) and ``W < G`` cuts each group to the window (dense-mask path).
+    ``softcap`` runs :func:`reference_attention` with the dense mask (eager math, O(L^2) memory).
     ``pattern`` also takes the ablations of :mod:`longlora_kit.patterns` (``"pattern1"``,
     ``"pattern2"``, ``"dilated"``, ``"block_sparse"``, ``"stride_sparse"``) and ``"full"``; those and
     padded batches run as SDPA with a dense mask. ``attention_mask``: optional bool ``(B, 1, L, L)`` or
@@ -263,6 +280,23 @@ def s2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group_size: 
     _check_tensors(q, k, v, attention_mask)
     num_heads, length = q.shape[1], q.shape[2]
     check_shapes(length, group_size, num_heads, k.shape[1], pattern)
+    if sliding_window is not None and not (isinstance(sliding_window, int) and sliding_window >= 1):
+        raise ValueError(f"sliding_window={sliding_window!r} must be a whole number of tokens >= 1, or None")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap={softcap!r} must be > 0 (Gemma-2 uses 50.0), or None")
+    window_cuts = sliding_window is not None and (pattern not in GROUPED_PATTERNS or sliding_window < group_size)
+    if softcap is not None or window_cuts:
+        if backend in ("flash", "flex"):
+            raise ValueError(f"backend={backend!r} does not do a sliding window below G or softcap "
+                             f"(sliding_window={sliding_window}, softcap={softcap}); use backend='sdpa'")
+        mask = dense_mask(pattern_mask(pattern, group_size, num_heads, length, variant), num_heads, length, q.device)
+        if window_cuts:
+            mask = mask & dense_mask(sliding_window_mask(sliding_window), 1, length, q.device)  # (H, L, L)
+        if attention_mask is not None:
+            mask = mask & attention_mask  # (B, H, L, L)
+        if softcap is None:
+            return masked_attention(q, k, v, mask, scaling=scaling, dropout=dropout)
+        return reference_attention(q, k, v, mask, scaling, softcap=softcap, dropout=dropout)
 
     if backend == "flex":
         if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
@@ -320,15 +354,37 @@ def _group_size_for_model(module, query, key, ratio: float) -> int:
         raise ValueError(f"{err}. Note: {hint}") from err
 
 
+def _check_call(module, kwargs) -> None:
+    """Refuse what S2 cannot honour: an unchecked family, a non-causal layer, an unknown keyword."""
+    family = family_of(module.config)
+    if getattr(module, "is_causal", True) is False:
+        raise ValueError(f"{type(module).__name__} (family {family.model_type!r}) has is_causal=False; S2-Attn "
+                         "is for causal decoder self-attention only")
+    # a keyword set to None or False asks for nothing (peft passes output_attentions=None)
+    unknown = sorted(k for k, v in kwargs.items() if k not in IGNORED_KWARGS and v is not None and v is not False)
+    if unknown:  # e.g. attention sinks (s_aux), packed-sequence offsets (cu_seq_lens_q): never drop them
+        raise ValueError(f"{type(module).__name__} (family {family.model_type!r}) passed {unknown} to the "
+                         "attention function; S2-Attn does not implement them and will not ignore them")
+
+
 def _attention_function(variant: str):
-    def s2_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    def s2_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                             sliding_window=None, softcap=None, **kwargs):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+        _check_call(module, kwargs)
         settings = attention_settings(module.config)
         if not module.training and not settings["sparse_attention_in_eval"]:
-            return sdpa_attention_forward(
-                module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-            )
+            # full attention: transformers' mask already holds the window (and the padding); SDPA cannot
+            # soft-cap (transformers raises), so softcap runs the written-out attention with that mask
+            if softcap is None:
+                return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                              scaling=scaling, **kwargs)
+            if attention_mask is None:  # None means causal (with a cache, the queries are the last tokens)
+                q_len, k_len = query.shape[2], key.shape[2]
+                attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+            out = reference_attention(query, key, value, attention_mask, scaling, softcap=softcap)
+            return out.transpose(1, 2), None  # (B, L, H, D)
         pattern = settings["attention_pattern"]
         if pattern == "s2_layers":  # the paper's "S2 across layers": shift in every other layer, all heads
             pattern = "pattern2" if (module.layer_idx or 0) % 2 else "pattern1"
@@ -338,9 +394,12 @@ def _attention_function(variant: str):
             # variant's wrapped group deliberately sees the last G/2 tokens), so keep only the padding:
             # the keys some query may see, i.e. the real tokens. (B, 1, 1, L)
             attention_mask = attention_mask.any(dim=-2, keepdim=True)
+            if attention_mask.all():  # no padding (e.g. only a sliding window's mask): the fast path can run
+                attention_mask = None
         out = s2_attention(
             query, key, value, group, variant, settings["backend"], scaling=scaling, pattern=pattern,
             attention_mask=attention_mask, dropout=dropout if module.training else 0.0,
+            sliding_window=sliding_window, softcap=softcap,
         )  # (B, H, L, D), memory (B, L, H, D)
         return out.transpose(1, 2), None  # (B, L, H, D)
 
@@ -368,6 +427,22 @@ def register() -> None:
         # Without a mask function transformers hands the attention function attention_mask=None even
         # for padded batches; sdpa_mask gives a bool (B, 1, L, L) mask when there is padding, else None.
         AttentionMaskInterface.register(name, sdpa_mask)
+
+def enable(model, implementation: str = "s2_attn"):
+    """Switch ``model`` to S2-Attn: :func:`register`, refuse a family or model S2 cannot run on (by name),
+    then ``model.set_attn_implementation``. Returns the model. Prefer it to ``attn_implementation=`` alone,
+    which transformers accepts even for models that never call the registered function.
+
+    >>> from longlora_kit.families import build, tiny_config
+    >>> enable(build(tiny_config("qwen3")), "s2_attn_paper").config._attn_implementation
+    's2_attn_paper'
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r} is not S2-Attn; choose one of {tuple(IMPLEMENTATIONS)}")
+    check_attention_backend(model)
+    register()
+    model.set_attn_implementation(implementation)
+    return model
 
 # --------------------------------------------------------------------------------------------------
 # Cost model (the paper's Table 11 shape)
