@@ -8,7 +8,7 @@ graph up (each imports only modules above it in this list, never below):
 - :mod:`.runner`      the ``Runner`` protocol (prepare / run / share_key) and ``RunContext``
 - :mod:`.toy_runner`  ``ToyRunner``: pre-train a tiny base, fine-tune and measure one run; ``settings_for``
 - :mod:`.execute`     ``run_experiments``: cache look-up, serial or parallel runs, the results dict
-- :mod:`.report`      the markdown report, ``load_results``, ``tally``, the per-experiment figure
+- :mod:`.report`      the markdown report, ``load_results``, ``tally`` (the figure: ``viz.experiment_figure``)
 - :mod:`.bench_attention`, :mod:`.bench_train`  ``longlora-kit bench attention`` / ``bench train``
 - :mod:`.cli`         the ``reproduce`` and ``bench`` sub-commands
 

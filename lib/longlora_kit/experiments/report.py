@@ -1,6 +1,6 @@
 """The report of a reproduction: markdown tables with the paper's numbers beside ours, the verdicts,
-and where the numbers were made (what ``docs/reproduction.md`` holds); plus one plotly figure per
-experiment for the notebook.
+and where the numbers were made (what ``docs/reproduction.md`` holds). The per-experiment figure the
+notebook draws is ``viz.experiment_figure``.
 
 Everything here reads the results dict of :func:`~.execute.run_experiments` (or the JSON written
 beside the report), so a report can be re-rendered without running anything.
@@ -153,40 +153,13 @@ def load_results(path: str | Path = DEFAULT_RESULTS) -> dict:
     return json.loads(path.read_text())
 
 
-# ------------------------------------------------------------------- figures (wave 2: viz module)
+# ---------------------------------------------------------------------------------------------- moved
 
-def figure(experiment: dict):
-    """A plotly bar chart of one experiment: our means with ± sd error bars, the paper's values as
-    diamonds. Perplexities are shown relative to each arm's baseline (so the paper's 7B numbers and
-    ours share one axis); accuracies as they are."""
-    import plotly.graph_objects as go
+def __getattr__(name: str):
+    """``figure`` moved to ``viz.experiment_figure`` (every plotly figure lives in ``viz``); the old name
+    keeps working."""
+    if name == "figure":
+        from ..viz import experiment_figure
 
-    by_label = {a["label"]: a for a in experiment["arms"]}
-    relative = not any(higher_is_better(m) for m in experiment["metrics"])
-    fig = go.Figure()
-    for i, metric in enumerate(experiment["metrics"]):
-        labels, ours, err, paper = [], [], [], []
-        for arm in experiment["arms"]:
-            d = arm["ours"][metric]
-            scale, paper_scale = 1.0, 1.0
-            if relative:
-                base = by_label[arm["baseline"] or arm["label"]]
-                scale = base["ours"][metric]["mean"]
-                paper_scale = base["paper"].get(metric)
-            labels.append(arm["label"])
-            ours.append(d["mean"] / scale)
-            err.append((d["sd"] / scale) if math.isfinite(d["sd"]) else 0.0)
-            p = arm["paper"].get(metric)
-            paper.append(p / paper_scale if p is not None and paper_scale else None)
-        color = ("#4C78A8", "#F58518", "#54A24B")[i % 3]
-        fig.add_trace(go.Bar(x=labels, y=ours, name=f"ours: {metric}", marker_color=color,
-                             error_y=dict(type="data", array=err, visible=True), offsetgroup=str(i)))
-        if any(p is not None for p in paper):
-            fig.add_trace(go.Scatter(x=labels, y=paper, name=f"paper: {metric}", mode="markers", offsetgroup=str(i),
-                                     marker=dict(symbol="diamond", size=11, color="black", line=dict(color=color, width=2))))
-    ytitle = "perplexity ÷ baseline arm's (lower is better)" if relative else "accuracy (higher is better)"
-    fig.update_layout(title=experiment["title"], barmode="group", yaxis_title=ytitle, height=420,
-                      margin=dict(l=60, r=20, t=50, b=120), legend=dict(orientation="h", y=-0.35))
-    if relative:
-        fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
-    return fig
+        return experiment_figure
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
