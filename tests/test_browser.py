@@ -4,8 +4,12 @@ Starts JupyterLab from this environment on a free localhost port with a random t
 S2-Attn notebook, runs every cell (smoke profile), and checks in the browser's DOM that
 
 * the plotly heatmaps rendered (each plot element carries as many traces as the kernel sent),
-* an ipywidgets slider rendered, and moving it re-draws the figure next to it,
+* an ipywidgets slider rendered (a ``viz.Explorer``), and moving it re-draws the figure next to it,
 * no cell shows an error.
+
+These are the UI checks: the teaching notebooks no longer carry them (``tests/test_viz.py`` runs the
+same re-draw headless). ``LONGLORA_KIT_BROWSER_NOTEBOOK`` picks another notebook with a heatmap and a
+slider.
 
 The notebook is copied into a temporary root folder and served from there, so nothing the browser
 does (autosave included) can write outputs into ``notebooks/``. A screenshot is saved under
