@@ -38,7 +38,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .profile import pick
 from .utils import format_table  # noqa: F401  (re-exported: evaluate.format_table is how notebooks print)
 
 
@@ -255,15 +254,17 @@ class EvalSettings:
 
 def eval_settings(trained_length: int = 256, factor: int = 4, profile: str | None = None, **overrides) -> EvalSettings:
     """Evaluation sizes for a model pre-trained at ``trained_length`` and extended ``factor``×."""
+    from .budgets import EVAL, TINY_RECIPE, at
+
     lengths = [trained_length * k for k in (1, 2, 4) if k <= factor]
+    table = at(EVAL, profile)
     settings = dict(
         lengths=lengths,
-        eval_tokens=pick({"smoke": 4 * lengths[-1], "workshop": 16 * lengths[-1], "full": 64 * lengths[-1]}, profile),
+        eval_tokens=table["tokens_per_longest"] * lengths[-1],
         passkey_lengths=lengths,
-        passkey_depths=pick({"smoke": [0.0, 1.0], "workshop": [0.0, 0.25, 0.5, 0.75, 1.0],
-                             "full": [0.0, 0.25, 0.5, 0.75, 1.0]}, profile),
-        passkey_trials=pick({"smoke": 2, "workshop": 8, "full": 20}, profile),
-        n_documents=pick({"smoke": 40, "workshop": 600, "full": 2000}, profile),  # as the training recipes
+        passkey_depths=table["passkey_depths"],
+        passkey_trials=table["passkey_trials"],
+        n_documents=at(TINY_RECIPE["extend"], profile)["n_documents"],  # the extension's corpus size
         max_distance=trained_length * factor,  # keys mentioned up to the extended length apart
     )
     settings.update(overrides)

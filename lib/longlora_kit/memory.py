@@ -61,9 +61,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .config import ATTENTIONS, METHODS, check_attention  # one spelling for both, kit-wide (stdlib only)
+
 GIB = 2**30
-METHODS = ("full", "lora", "lora+")
-ATTENTIONS = ("full", "s2")
 PRECISIONS = ("fp32", "bf16", "mixed")
 KERNELS = ("eager", "sdpa", "flash")
 COMPONENTS = ("weights", "gradients", "optimizer_states", "activations", "attention_workspace",
@@ -145,9 +145,8 @@ def parameter_counts(config, method: str = "lora+", lora_r: int = 8) -> dict[str
     lora = s.layers * lora_r * (2 * (s.hidden + s.q_width) + 2 * (s.hidden + s.kv_width))
     if method == "full":
         return {"total": total, "trainable": total, "added": 0}
-    if method == "lora":
-        return {"total": total, "trainable": lora, "added": lora}
-    copies = embed + norms
+    # lora+ trains copies of the embeddings and norms; lora+embed / lora+norm one of them; lora neither
+    copies = (embed if method in ("lora+", "lora+embed") else 0) + (norms if method in ("lora+", "lora+norm") else 0)
     return {"total": total, "trainable": lora + copies, "added": lora + copies}
 
 
@@ -181,7 +180,7 @@ class MemoryEstimate:
 
 def _activation_bytes_per_token_layer(s: Shape, method: str, a: int, lora_r: int, kernel: str) -> int:
     """Bytes autograd saves per token in one decoder layer (no checkpointing), excluding attention scores."""
-    norm_trains = method in ("full", "lora+")
+    norm_trains = method in ("full", "lora+", "lora+norm")
     kv = s.q_width if kernel == "eager" else s.kv_width  # eager repeats K/V heads for grouped-query attention
     saved = 2 * 4 * s.hidden + 2 * 4                       # two RMSNorms: fp32 input and rsqrt
     saved += 2 * a * s.hidden if norm_trains else 0         # normalised inputs, for the norm weights' grads
@@ -234,7 +233,7 @@ def estimate_memory(
     12.8
     """
     _check_choice("method", method, METHODS)
-    _check_choice("attention", attention, ATTENTIONS)
+    check_attention(attention)
     _check_choice("precision", precision, PRECISIONS)
     _check_choice("kernel", kernel, KERNELS)
     _check_choice("zero_stage", zero_stage, (0, 1, 2, 3))
@@ -245,7 +244,7 @@ def estimate_memory(
     if not 0 < group_size_ratio <= 1:
         raise ValueError(f"group_size_ratio must be in (0, 1], got {group_size_ratio}")
     s = Shape.of(config)
-    key_length = _s2_group_size(context, group_size_ratio) if attention == "s2" else context
+    key_length = _s2_group_size(context, group_size_ratio) if attention != "full" else context
     w_bytes, g_bytes, o_bytes, a = _BYTES[precision]
     counts = parameter_counts(config, method, lora_r)
     weight_params = counts["total"] + counts["added"]
@@ -257,7 +256,7 @@ def estimate_memory(
     per_layer = _activation_bytes_per_token_layer(s, method, a, lora_r, kernel)
     per_layer_attn = _attention_bytes_per_token_layer(s, context, key_length, a, kernel)
     final = tokens * (4 * s.hidden + (a * s.hidden if method == "full" else 0) + 2 * a * s.head_dim)
-    if method == "lora":  # frozen embeddings: layer 0's input needs no gradient, its first norm saves nothing
+    if method in ("lora", "lora+norm"):  # frozen embeddings: layer 0's input needs no gradient, its first norm saves nothing
         final -= tokens * (4 * s.hidden + 4) * (0 if checkpointing else 1)
     backward_ws = tokens * a * (2 * s.intermediate + s.hidden)  # gradients flowing through one MLP
     # logits (a) -> fp32 copy (when a < 4) -> log_softmax output, its gradient, the logits' gradient (fp32)
@@ -357,10 +356,10 @@ def forward_flops(config, context: int, attention: str = "full", group_size_rati
     Keys: ``attention`` (:func:`attention_cost`, whole blocks), ``projections``, ``ffn``, ``others``
     (LM head + element-wise ops), ``total``.
     """
-    _check_choice("attention", attention, ATTENTIONS)
+    check_attention(attention)
     s = Shape.of(config)
     n = batch * context
-    group = context * group_size_ratio if attention == "s2" else None
+    group = context * group_size_ratio if attention != "full" else None
     attn = attention_cost(context, group, s.heads, s.head_dim, s.layers, causal=False, batch=batch)["flops"]
     proj = 2.0 * n * (2 * s.hidden * s.q_width + 2 * s.hidden * s.kv_width) * s.layers
     ffn = 2.0 * n * 3 * s.hidden * s.intermediate * s.layers

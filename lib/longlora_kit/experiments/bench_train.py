@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import attn_implementation, is_s2
 from ..utils import cpu_name
 
 #: Dense bf16 peak FLOP/s by GPU name fragment (vendor datasheets), for MFU.
@@ -83,15 +84,11 @@ def _default_dtype(dtype):
 
 
 def _attention_impl(attention: str, device: torch.device) -> str:
-    if attention == "s2":
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
+    if is_s2(attention):
         from ..s2attn import register
 
-        register()  # "s2_attn" for transformers (idempotent)
-        if "s2_attn" not in ALL_ATTENTION_FUNCTIONS:
-            raise ValueError("attention 's2' needs the kit's S2-Attn ('s2_attn' is not registered)")
-        return "s2_attn"
+        register()  # the kit's S2 names for transformers (idempotent)
+        return attn_implementation(attention)
     from ..utils import flash_attn_available
 
     return "flash_attention_2" if device.type == "cuda" and flash_attn_available() else "sdpa"
