@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .config import ATTENTIONS, METHODS, check_attention  # one spelling for both, kit-wide (stdlib only)
+from .config import METHODS, check_attention  # the kit-wide spellings (config imports only the stdlib)
 
 GIB = 2**30
 PRECISIONS = ("fp32", "bf16", "mixed")
@@ -89,7 +89,7 @@ def _s2_group_size(context: int, group_size_ratio: float, name: str = "context")
         raise ValueError(f"{name}={context}: {err}") from None
 
 
-def _check_gpu_gib(gpu_gib: float) -> None:
+def check_gpu_gib(gpu_gib: float) -> None:
     if not (math.isfinite(gpu_gib) and gpu_gib > 0):  # nan would "fit" nothing and inf everything
         raise ValueError(f"gpu_gib={gpu_gib} must be a finite positive number of GiB, e.g. 80")
 
@@ -170,7 +170,7 @@ class MemoryEstimate:
         return out
 
     def fits(self, gpu_gib: float) -> bool:
-        _check_gpu_gib(gpu_gib)
+        check_gpu_gib(gpu_gib)
         return self.total <= gpu_gib * GIB
 
     def __str__(self) -> str:
@@ -302,7 +302,7 @@ def max_context(config, gpu_gib: float, multiple_of: int = 1024, **settings) -> 
     >>> max_context(architecture_config("Llama-2-7B"), 80, loss_chunk=4096)
     141312
     """
-    _check_gpu_gib(gpu_gib)
+    check_gpu_gib(gpu_gib)
     if settings.get("attention", "s2") == "s2":  # a valid multiple makes every multiple of it valid
         _s2_group_size(multiple_of, settings.get("group_size_ratio", 0.25), "multiple_of")
 
@@ -457,42 +457,3 @@ def _to_gb(nbytes: int) -> float:
     return nbytes / 1e9
 
 
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("memory", help="predict peak training memory by component, the longest context "
-                              "that fits a GPU, and the step FLOPs")
-    p.add_argument("--preset", default="llama2-7b", help="preset name or local model folder (default llama2-7b)")
-    p.add_argument("--context", type=int, default=8192)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--method", choices=METHODS, default="lora+")
-    p.add_argument("--attention", choices=ATTENTIONS, default="s2")
-    p.add_argument("--no-checkpointing", dest="checkpointing", action="store_false")
-    p.add_argument("--precision", choices=PRECISIONS, default="mixed")
-    p.add_argument("--kernel", choices=KERNELS, default="flash")
-    p.add_argument("--loss-chunk", type=int, default=None, help="tokens per cross-entropy chunk (default: none)")
-    p.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3), default=0)
-    p.add_argument("--world-size", type=int, default=1)
-    p.add_argument("--gpu-gib", type=float, default=80.0, help="GPU memory to fit in (GiB)")
-    p.set_defaults(func=_run_memory)
-
-
-def _run_memory(args) -> int:
-    from .presets import get_preset
-
-    _check_gpu_gib(args.gpu_gib)  # bad input fails before anything is printed
-    config = get_preset(args.preset).llama_config()
-    settings = dict(batch=args.batch, method=args.method, attention=args.attention,
-                    checkpointing=args.checkpointing, precision=args.precision, kernel=args.kernel,
-                    loss_chunk=args.loss_chunk, zero_stage=args.zero_stage, world_size=args.world_size)
-    est = estimate_memory(config, args.context, **settings)
-    longest = max_context(config, args.gpu_gib, **settings)
-    print(f"{args.preset} at {args.context} tokens, {args.method}, {args.attention} attention, "
-          f"{args.precision}, kernel {args.kernel}, checkpointing {'on' if args.checkpointing else 'off'}")
-    print(est)
-    verdict = "fits" if est.fits(args.gpu_gib) else "does NOT fit"
-    print(f"-> {verdict} in {args.gpu_gib:g} GiB; longest context that fits: {longest} tokens")
-    flops = step_flops(config, args.context, args.attention, args.batch, method=args.method,
-                       checkpointing=args.checkpointing)
-    fwd = forward_flops(config, args.context, args.attention, batch=args.batch)
-    print("forward TFLOPs: " + ", ".join(f"{k} {v / 1e12:.1f}" for k, v in fwd.items()))
-    print(f"step TFLOPs: model {flops['model'] / 1e12:.1f}, hardware {flops['hardware'] / 1e12:.1f}")
-    return 0

@@ -42,7 +42,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 # Each hub preset's architecture comes from ``architectures.KNOWN_ARCHITECTURES`` (published config.json values).
 ARCHITECTURE_OF = {"smollm2-135m": "SmolLM2-135M", "tinyllama-1.1b": "TinyLlama-1.1B", "llama2-7b": "Llama-2-7B"}
 
@@ -156,8 +155,8 @@ def _base(name: str) -> dict:
 
 def _make(name: str) -> Preset:
     if name == "tiny":  # the tiny recipe's extension (budgets.TINY_RECIPE), not a second recipe
-        from .models import tiny_config
         from .budgets import tiny_recipe
+        from .models import tiny_config
         from .tokenizer import TOKENIZER_VOCAB_SIZE
 
         pre, ext = tiny_recipe("pretrain"), tiny_recipe("extend")

@@ -15,7 +15,6 @@ from .budgets import tiny_recipe
 from .config import TrainConfig
 from .profile import current_profile
 
-
 RECIPES = {"tiny": tiny_recipe}
 
 

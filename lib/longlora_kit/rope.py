@@ -57,7 +57,6 @@ import math
 import torch
 from torch import nn
 
-
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 EXTEND_METHODS = ("linear", "dynamic", "yarn", "llama3", "ntk")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 
 import torch
 
@@ -27,22 +26,6 @@ PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "A10G": 125e1
 
 DEFAULT_CONTEXTS = (8192, 16384, 32768, 65536, 100_000)
 SETUPS = (("lora+", "s2"), ("lora+", "full"))
-
-
-def register_cli(bench_subparsers) -> None:
-    p = bench_subparsers.add_parser("train", help="LoRA+ with S2-Attn vs full attention: tokens/s, peak "
-                                    "memory, MFU at 8k..100k on a Llama-2-7B-shaped model (random weights)")
-    p.add_argument("--preset", default="llama2-7b", help="whose shape to build (default llama2-7b)")
-    p.add_argument("--contexts", default=",".join(map(str, DEFAULT_CONTEXTS)),
-                   help="comma-separated context lengths (each a multiple of 4)")
-    p.add_argument("--num-layers", type=int, default=None, help="override the layer count (narrow runs)")
-    p.add_argument("--hidden-size", type=int, default=None, help="override the width (keeps head_dim)")
-    p.add_argument("--vocab-size", type=int, default=None)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per setting")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per setting")
-    p.add_argument("--loss-chunk", type=int, default=2048)
-    p.add_argument("--append", default=None, help="append the markdown table to this file (docs/benchmarks.md)")
-    p.set_defaults(func=_run_train_bench)
 
 
 def bench_config(preset: str = "llama2-7b", num_layers: int | None = None, hidden_size: int | None = None,
@@ -216,17 +199,3 @@ def markdown_table(rows: list[dict], shape: str, machine: str | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
-def _run_train_bench(args) -> int:
-    contexts = tuple(int(c) for c in args.contexts.split(",") if c.strip())
-    config = bench_config(args.preset, args.num_layers, args.hidden_size, args.vocab_size)
-    rows = train_benchmark(config, contexts, steps=args.steps, warmup=args.warmup, loss_chunk=args.loss_chunk)
-    shape = (f"{args.preset} shape ({config.num_hidden_layers} layers, width {config.hidden_size}, "
-             f"vocab {config.vocab_size}), LoRA+, random weights")
-    table = markdown_table(rows, shape)
-    print(table)
-    if args.append:
-        path = Path(args.append)
-        with path.open("a") as f:
-            f.write("\n" + table)
-        print(f"appended to {path}")
-    return 0
