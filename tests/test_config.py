@@ -24,14 +24,14 @@ from longlora_kit.config import RUNTIME_FIELDS, TrainConfig, TrainResult, valida
     ("seq_len", 36, r"seq_len=36 does not fit S2-Attn groups.*use L=32 or L=40"),
 ])
 def test_each_bad_field_is_named_with_its_fix(field, value, match):
-    attention = {"seq_len": {"attention": "s2_attn"}}.get(field, {})
+    attention = {"seq_len": {"attention": "s2"}}.get(field, {})
     with pytest.raises(ValueError, match=match):
         validate(TrainConfig(**{field: value, **attention}))
 
 
 def test_good_configs_pass_including_the_edges():
     for config in (TrainConfig(), TrainConfig(save_every=0, warmup_steps=0, stop_after=1),
-                   TrainConfig(attention="s2_attn", attention_pattern="pattern1", max_grad_norm=float("inf")),
+                   TrainConfig(attention="s2", attention_pattern="pattern1", max_grad_norm=float("inf")),
                    TrainConfig(seq_len=64, target_length=64)):
         assert validate(config) is None
     with pytest.raises(ValueError, match="seq_len=128 exceeds target_length=64"):

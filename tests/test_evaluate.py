@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from longlora_kit import cli, data, evaluate, s2attn, viz
+from longlora_kit.config import attn_implementation
 from longlora_kit.models import build_model, tiny_config
 
 
@@ -102,8 +103,8 @@ def test_evaluation_uses_full_attention_even_for_an_s2_model(model):
     s2 = build_model(model.config, seed=None)
     s2.load_state_dict(model.state_dict())
     s2.config.group_size_ratio = 0.25
-    s2attn.register()
-    s2.set_attn_implementation("s2_attn")
+    s2attn.register()  # explicit: importing the kit registers nothing
+    s2.set_attn_implementation(attn_implementation("s2"))
     ids = torch.randint(0, 50, (64,))
     s2.train()  # evaluate must switch to eval mode itself
     assert evaluate.perplexity(s2, ids, 32).nll == pytest.approx(evaluate.perplexity(model, ids, 32).nll, rel=1e-6)

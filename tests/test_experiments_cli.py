@@ -8,7 +8,7 @@ from experiments_fake import CALLS
 
 from longlora_kit import cli
 from longlora_kit.experiments import report
-from longlora_kit.experiments.cli import default_report_path
+from longlora_kit.experiments.report import default_report_path
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ def test_experiments_cover_the_issue():
                                                                 "stride_sparse"}
     assert all(a.spec.eval_sparse for a in table6.arms) and table6.metrics == ("ppl_sparse", "ppl")
     table7 = select(["table7"])[0]
-    assert sorted(a.spec.group_size_ratio for a in table7.arms if a.spec.attention != "sdpa") == [0.125, 0.25, 0.5]
+    assert sorted(a.spec.group_size_ratio for a in table7.arms if a.spec.attention != "full") == [0.125, 0.25, 0.5]
     table1 = select(["table1"])[0]
     assert {a.spec.extension for a in table1.arms} == {2, 4} and {a.spec.method for a in table1.arms} == {"full"}
     passkey = select(["passkey"])[0]

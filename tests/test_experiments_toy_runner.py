@@ -17,7 +17,7 @@ def test_the_base_model_reads_keys_within_its_window_at_a_constant_rate(tmp_path
     settings = settings_for("full")
     config = pretrain_config(settings, tmp_path, CODE)
     assert config.seq_len == config.max_distance == settings["base_length"] == settings["model"]["max_position_embeddings"]
-    assert config.lr_schedule == "constant" and (config.method, config.attention) == ("full", "sdpa")
+    assert config.lr_schedule == "constant" and (config.method, config.attention) == ("full", "full")
 
 
 def test_finetune_configs_follow_the_spec(tmp_path):
@@ -26,10 +26,10 @@ def test_finetune_configs_follow_the_spec(tmp_path):
     table6 = select(["table6"])[0]
     dilated = make(table6.arm("dilated").spec)
     assert (dilated.seq_len, dilated.target_length) == (4 * settings["base_length"],) * 2
-    assert (dilated.method, dilated.attention, dilated.attention_pattern) == ("lora+", "s2_attn", "dilated")
+    assert (dilated.method, dilated.attention, dilated.attention_pattern) == ("lora+", "s2", "dilated")
     full_2x = make(select(["table1"])[0].arm("full attention, 2×").spec)
     assert (full_2x.seq_len, full_2x.method, full_2x.attention, full_2x.attention_pattern) == (
-        2 * settings["base_length"], "full", "sdpa", None)
+        2 * settings["base_length"], "full", "full", None)
     eighth = make(select(["table7"])[0].arm("G = 1/8").spec)
     assert eighth.group_size_ratio == 0.125 and eighth.lr == full_2x.lr  # one learning rate for every arm
     # one fine-tuning corpus (gaps up to 4x L0) and one interpolation for every arm

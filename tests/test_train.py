@@ -94,7 +94,7 @@ def test_training_lowers_the_loss_and_writes_a_run(tmp_path):
     torch.testing.assert_close(again.model(ids).logits, result.model(ids).logits)
 
 
-@pytest.mark.parametrize("method,attention", [("full", "sdpa"), ("lora+", "s2_attn"), ("lora", "s2_attn_paper")])
+@pytest.mark.parametrize("method,attention", [("full", "full"), ("lora+", "s2"), ("lora", "s2_paper")])
 def test_a_killed_and_resumed_run_gives_the_same_curve(tmp_path, base_dir, method, attention):
     def config(out, **kw):
         return micro_config(out, base_model=str(base_dir), target_length=64, seq_len=64, method=method,
@@ -112,7 +112,7 @@ def test_a_killed_and_resumed_run_gives_the_same_curve(tmp_path, base_dir, metho
 
 def test_extension_applies_position_interpolation_and_lora_plus(tmp_path, base_dir):
     result = train.train(micro_config(tmp_path, base_model=str(base_dir), target_length=128, seq_len=128,
-                                      method="lora+", attention="s2_attn", max_steps=2))
+                                      method="lora+", attention="s2", max_steps=2))
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["rope_parameters"]["rope_type"] == "linear" and saved["rope_parameters"]["factor"] == 4.0
     assert saved["max_position_embeddings"] == 128
@@ -132,7 +132,7 @@ def test_tokenizer_larger_than_the_model_vocabulary(tmp_path):
 
 def test_sequence_length_the_group_size_does_not_divide(tmp_path):
     with pytest.raises(ValueError, match="seq_len=36 .* use L=32 or L=40"):
-        train.train(micro_config(tmp_path, seq_len=36, attention="s2_attn"))
+        train.train(micro_config(tmp_path, seq_len=36, attention="s2"))
     assert not tmp_path.joinpath(train.CONFIG_FILE).exists()
 
 
@@ -233,7 +233,7 @@ def test_tiny_recipe_lengths_and_rope(profile):
     pre, ext = train.recipe("tiny", "pretrain", profile), train.recipe("tiny", "extend", profile)
     assert pre["max_distance"] == pre["seq_len"] == pre["model_overrides"]["max_position_embeddings"]
     assert ext["seq_len"] == ext["target_length"] == ext["max_distance"] == 4 * pre["seq_len"]
-    assert ext["rope_method"] == "yarn" and ext["attention"] == "s2_attn" and ext["method"] == "lora+"
+    assert ext["rope_method"] == "yarn" and ext["attention"] == "s2" and ext["method"] == "lora+"
 
 
 # --------------------------------------------------------------------------------------------- CLI

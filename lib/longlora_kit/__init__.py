@@ -18,28 +18,35 @@
 - ``train``    chunked loss + the accelerate loop + ``train()`` (pre-training and LongLoRA extension)
 - ``runs``     the run folder: atomic writes, checkpoints and exact resume, fingerprint, claim (lock, --overwrite)
 - ``evaluate`` sliding-window perplexity, passkey accuracy (always full attention)
+- ``budgets``  every per-profile number (sizes, steps, learning rates) in one table
+- ``cli``      the ``longlora-kit`` command line (all argparse; one file per command group)
 """
 
-from .models import build_model, count_parameters, tiny_config
-from .profile import current_profile, pick
-from .rope import KitRotaryEmbedding, extend_config
-from .s2attn import s2_attention
-from .utils import environment_report, format_report, get_device, seed_everything, setup_notebook
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "KitRotaryEmbedding",
-    "build_model",
-    "count_parameters",
-    "current_profile",
-    "environment_report",
-    "extend_config",
-    "format_report",
-    "get_device",
-    "pick",
-    "s2_attention",
-    "seed_everything",
-    "setup_notebook",
-    "tiny_config",
-]
+# name -> the module that defines it. Loaded on first use (PEP 562), so `import longlora_kit.cli` (and
+# `longlora-kit --help`) does not pay for torch and transformers; `from longlora_kit import tiny_config`
+# works as usual.
+_HOMES = {
+    "build_model": "models", "count_parameters": "models", "tiny_config": "models",
+    "current_profile": "profile", "pick": "profile",
+    "KitRotaryEmbedding": "rope", "extend_config": "rope",
+    "s2_attention": "s2attn",
+    "environment_report": "utils", "format_report": "utils", "get_device": "utils", "seed_everything": "utils",
+    "setup_notebook": "utils",
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+__all__ = sorted(_HOMES)

@@ -4,7 +4,8 @@
 
 1. **weights**: a fresh tiny Llama (``base_model=None``) or a ``save_pretrained`` folder;
 2. **position interpolation**: ``rope.extend_config`` to ``target_length`` (``rope_method``);
-3. **attention**: ``"s2_attn"`` / ``"s2_attn_paper"`` (registered by ``s2attn.register()``) or full;
+3. **attention**: ``"s2"`` / ``"s2_paper"`` (transformers' ``"s2_attn"`` / ``"s2_attn_paper"``, registered by
+   ``s2attn.register()``) or ``"full"`` (``"sdpa"``): ``config.attn_implementation`` maps the names;
 4. **what trains**: ``lora.apply(model, method)`` (LoRA, LoRA+, or every parameter).
 
 A base the kit cannot train is refused before anything is written, naming the fix:
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, attn_implementation, is_s2
 
 _RECREATE = "re-create the model (`longlora-kit pretrain --overwrite`) or point --base at a good copy"
 
@@ -74,9 +75,9 @@ def build_for_training(config: TrainConfig, tokenizer):
             model = LlamaForCausalLM.from_pretrained(config.base_model, config=model_config, dtype=torch.float32)
         except Exception as err:  # garbage or truncated weights: safetensors/torch errors of several types
             raise ValueError(f"base_model={config.base_model!r}: its weights cannot be loaded ({err}); {_RECREATE}") from None
-    if config.attention.startswith("s2"):
+    if is_s2(config.attention):
         s2attn.register()  # "s2_attn" / "s2_attn_paper" for transformers' attn_implementation (idempotent)
-    model.set_attn_implementation(config.attention)
+    model.set_attn_implementation(attn_implementation(config.attention))
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return lora.apply(model, config.method, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from .config import attn_implementation
+
 
 def context_limit(config) -> int:
     """How many positions (prompt + answer) the model's RoPE was set up for.
@@ -123,7 +125,7 @@ def load_chat_model(folder: str | Path, dtype=torch.float32, device=None):
             f"model={str(folder)!r} holds no saved model (no config.json); run `longlora-kit fetch smollm2` "
             "or pass a folder written by save_pretrained"
         )
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation("full"))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if device is not None:
         model = model.to(device)
@@ -131,19 +133,11 @@ def load_chat_model(folder: str | Path, dtype=torch.float32, device=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# command line
+# the interactive session (``longlora-kit chat``; its argparse is in ``cli/real_model.py``)
 
 
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("chat", help="chat with a model (full attention, KV cache), optionally about a document")
-    p.add_argument("--model", default=None, help="a save_pretrained folder (default: the fetched SmolLM2 folder)")
-    p.add_argument("--file", default=None, help="a text file the questions are about (goes into the prompt)")
-    p.add_argument("--question", default=None, help="answer this one question and exit (no interactive loop)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens")
-    p.set_defaults(func=_run_chat)
-
-
-def _default_model() -> Path:
+def default_model() -> Path:
+    """The fetched SmolLM2 folder, or a ValueError saying how to get one."""
     from .real_model import is_fetched, smollm2_dir
 
     if not is_fetched():
@@ -151,20 +145,8 @@ def _default_model() -> Path:
     return smollm2_dir()
 
 
-def _run_chat(args) -> int:
-    document = None
-    if args.file:
-        path = Path(args.file).expanduser()
-        if not path.is_file():
-            raise ValueError(f"--file {args.file!r} is not a file; pass the path of a text document")
-        document = path.read_text(errors="replace")
-    model, tokenizer = load_chat_model(args.model or _default_model())
-    if document is not None:
-        n_doc = len(tokenizer(document)["input_ids"])
-        print(f"[document: {n_doc} tokens; context: {context_limit(model.config)} positions]", file=sys.stderr)
-    if args.question is not None:
-        answer(model, tokenizer, args.question, document, args.max_new_tokens, stream=True)
-        return 0
+def chat_session(model, tokenizer, document: str | None = None, max_new_tokens: int = 256) -> None:
+    """Ask questions on stdin until an empty line or Ctrl-D; the document goes into the first turn."""
     history: list[dict] = []
     print("Ask a question (empty line or Ctrl-D to quit).", file=sys.stderr)
     while True:
@@ -176,7 +158,7 @@ def _run_chat(args) -> int:
             break
         print("model> ", end="", flush=True)
         try:
-            reply = answer(model, tokenizer, question, document if not history else None, args.max_new_tokens,
+            reply = answer(model, tokenizer, question, document if not history else None, max_new_tokens,
                            history=history, stream=True)
         except ValueError as err:  # too long: say so and keep the session
             print(f"\n[{err}]", file=sys.stderr)
@@ -184,4 +166,3 @@ def _run_chat(args) -> int:
         # The document stays in the first user turn of the history.
         first = f"{document.strip()}\n\n{question}" if document and not history else question
         history += [{"role": "user", "content": first}, {"role": "assistant", "content": reply}]
-    return 0

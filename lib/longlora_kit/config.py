@@ -11,8 +11,19 @@ its folder:
 Traceback (most recent call last):
 ...
 ValueError: loss_chunk must be >= 1, got 0
->>> validate(TrainConfig(attention="s2_attn", seq_len=256)) is None
+>>> validate(TrainConfig(attention="s2", seq_len=256)) is None
 True
+
+One spelling for each choice, used by every module (``TrainConfig``, presets, memory, the experiments,
+the CLI): attention is ``"full"``, ``"s2"`` or ``"s2_paper"``; transformers' names for them live in
+:func:`attn_implementation` only. An old spelling is refused, naming the new one:
+
+>>> attn_implementation("s2"), attn_implementation("full")
+('s2_attn', 'sdpa')
+>>> attn_implementation("sdpa")
+Traceback (most recent call last):
+...
+ValueError: attention='sdpa' is the old spelling; write attention='full'
 
 :meth:`TrainConfig.fingerprint` is the part that decides what the run computes; the bookkeeping fields
 (``RUNTIME_FIELDS``) may change between a run and its resumption:
@@ -27,7 +38,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ATTENTIONS = ("sdpa", "eager", "s2_attn", "s2_attn_paper")
+#: Attention in training: full causal attention, S2-Attn (shift in half the heads), the paper's roll variant.
+ATTENTIONS = ("full", "s2", "s2_paper")
+#: What trains (``lora.apply``): every parameter, LoRA, LoRA + embeddings and norms (the paper's LoRA+), or half.
+METHODS = ("full", "lora", "lora+", "lora+embed", "lora+norm")
+# transformers' attn_implementation for each; the S2 names exist once ``s2attn.register()`` has run.
+_ATTN_IMPLEMENTATION = {"full": "sdpa", "s2": "s2_attn", "s2_paper": "s2_attn_paper"}
+_OLD_ATTENTION = {"sdpa": "full", "s2_attn": "s2", "s2_attn_paper": "s2_paper"}  # wave-1 spellings
 SCHEDULES = ("constant", "cosine")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 # Fields that change how a run is watched or stored, not what it computes: a run may resume with others.
@@ -52,7 +69,7 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: float = 16
     lora_dropout: float = 0.0
-    attention: str = "sdpa"             # sdpa (full) / s2_attn / s2_attn_paper / eager
+    attention: str = "full"             # full / s2 / s2_paper (ATTENTIONS)
     group_size_ratio: float = 0.25      # S2-Attn group G = ratio * seq_len
     attention_pattern: str | None = None  # Table 6 ablations (see s2attn); None = "s2"
     # --- data
@@ -144,6 +161,32 @@ def check_group_size(seq_len: int, ratio: float) -> int:
         raise ValueError(f"seq_len={seq_len} does not fit S2-Attn groups: {err}") from None
 
 
+def check_attention(attention: str, name: str = "attention") -> str:
+    """``attention`` if it is one of :data:`ATTENTIONS`; an old spelling gets an error naming the new one."""
+    if attention in _OLD_ATTENTION:
+        raise ValueError(f"{name}={attention!r} is the old spelling; write {name}={_OLD_ATTENTION[attention]!r}")
+    _choice(name, attention, ATTENTIONS)
+    return attention
+
+
+def attn_implementation(attention: str) -> str:
+    """transformers' ``attn_implementation`` for the kit's ``attention`` name (the only place they meet).
+
+    The S2 names are known to transformers once ``s2attn.register()`` has run; :func:`is_s2` says when
+    that is needed.
+    """
+    return _ATTN_IMPLEMENTATION[check_attention(attention)]
+
+
+def is_s2(attention: str) -> bool:
+    """Whether ``attention`` is one of the S2-Attn variants (it needs ``s2attn.register()`` and a group size).
+
+    >>> [is_s2(a) for a in ATTENTIONS]
+    [False, True, True]
+    """
+    return check_attention(attention) != "full"
+
+
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not known; choose one of {', '.join(map(str, choices))}")
@@ -158,12 +201,11 @@ def _at_least(config: TrainConfig, low: int, *names: str) -> None:
 
 def validate(config: TrainConfig) -> None:
     """Raise a ``ValueError`` naming the first bad field of ``config`` and the fix; return None if all fit."""
-    from .lora import METHODS
     from .patterns import PATTERNS
     from .rope import EXTEND_METHODS
 
     _choice("method", config.method, METHODS)
-    _choice("attention", config.attention, ATTENTIONS)
+    check_attention(config.attention)
     _choice("lr_schedule", config.lr_schedule, SCHEDULES)
     _choice("rope_method", config.rope_method, EXTEND_METHODS)
     _choice("mixed_precision", config.mixed_precision, MIXED_PRECISIONS)
@@ -180,12 +222,12 @@ def validate(config: TrainConfig) -> None:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     if not 0 < config.val_fraction < 1:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {config.val_fraction!r}")
-    if config.attention.startswith("s2"):
+    if is_s2(config.attention):
         check_group_size(config.seq_len, config.group_size_ratio)
     if config.target_length is not None and config.seq_len > config.target_length:
         raise ValueError(f"seq_len={config.seq_len} exceeds target_length={config.target_length}; "
                          f"train at most at the extended length")
 
 
-__all__ = ["ATTENTIONS", "MIXED_PRECISIONS", "RUNTIME_FIELDS", "SCHEDULES", "TrainConfig", "TrainResult",
-           "check_group_size", "jsonable", "validate"]
+__all__ = ["ATTENTIONS", "METHODS", "MIXED_PRECISIONS", "RUNTIME_FIELDS", "SCHEDULES", "TrainConfig", "TrainResult",
+           "attn_implementation", "check_attention", "check_group_size", "is_s2", "jsonable", "validate"]

@@ -442,28 +442,6 @@ def load_splits(source: str, tokenizer, n_documents: int, val_fraction: float = 
     return tokenize_documents(train, tokenizer), tokenize_documents(val, tokenizer)
 
 
-# --------------------------------------------------------------------------------------------------
-# CLI: `longlora-kit tokenizer`
-# --------------------------------------------------------------------------------------------------
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "tokenizer", help="train the kit's byte-level BPE tokenizer and save it (default: into the package)",
-        description="Train the kit's byte-level BPE (Hugging Face tokenizers, 4096 tokens, single digits) "
-        "on the synthetic long-range corpus plus local standard-library source, and save it. Deterministic: "
-        "the same Python installation always gives the same tokenizer.json.",
-    )
-    p.add_argument("--out", default=str(DEFAULT_TOKENIZER_DIR), help="directory to save it in (default: %(default)s)")
-    p.add_argument("--vocab-size", type=int, default=TOKENIZER_VOCAB_SIZE, help="BPE vocabulary size (default: %(default)s)")
-    p.set_defaults(func=_run_tokenizer)
-
-
-def _run_tokenizer(args) -> int:
-    tokenizer = build_tokenizer(args.out, vocab_size=args.vocab_size)
-    print(f"saved a {len(tokenizer)}-token byte-level BPE to {args.out}")
-    return 0
-
-
 def validation_stream(source: str, tokenizer, n_documents: int, val_fraction: float = 0.05, seed: int = 0,
                       max_tokens: int | None = None, max_distance: int | None = None) -> torch.Tensor:
     """The validation documents of a source joined with EOS into one token stream (N,), as evaluation

@@ -50,11 +50,10 @@ from pathlib import Path
 
 from torch import nn
 
+from .config import METHODS  # the one list of methods (config sits below lora, memory and the CLI)
 from .families import FAMILIES, is_norm
-from .profile import pick
 from .runs.atomic import atomic_write, read_json, recover
 
-METHODS = ("full", "lora", "lora+", "lora+embed", "lora+norm")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 KINDS = ("lora", "embedding", "norm", "head", "linear", "other")
 
@@ -467,24 +466,15 @@ def merge(model):
 # notebook settings
 
 
-def notebook_settings() -> dict:
-    """Sizes and step counts for notebooks/03_lora_plus.ipynb, chosen by the active profile.
+def notebook_settings(profile: str | None = None) -> dict:
+    """Sizes and step counts for notebooks/03_lora_plus.ipynb, chosen by the profile (``budgets.NOTEBOOK_03``).
 
     ``short_len``/``long_len``: pre-training and extension lengths (PI factor long/short);
     ``ladder``: how far up the architecture ladder the budget table goes (70B takes ~5 s per method).
     """
-    return pick(
-        {
-            "smoke": dict(short_len=32, long_len=128, batch=4, pretrain_steps=40, extend_steps=8,
-                          ranks=(2, 32), lr=3e-3, ladder=("tiny", "SmolLM2-135M", "TinyLlama-1.1B", "Llama-2-7B")),
-            "workshop": dict(short_len=32, long_len=128, batch=8, pretrain_steps=200, extend_steps=30,
-                             ranks=(2, 8, 32), lr=3e-3,
-                             ladder=("tiny", "SmolLM2-135M", "TinyLlama-1.1B", "Llama-2-7B", "Llama-2-70B")),
-            "full": dict(short_len=64, long_len=256, batch=8, pretrain_steps=1000, extend_steps=200,
-                         ranks=(2, 8, 32, 128), lr=3e-3,
-                         ladder=("tiny", "SmolLM2-135M", "TinyLlama-1.1B", "Llama-2-7B", "Llama-2-70B")),
-        }
-    )
+    from .budgets import NOTEBOOK_03, at
+
+    return at(NOTEBOOK_03, profile)
 
 
 __all__ = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import lora
+from .config import attn_implementation, check_attention, is_s2
 from .models import build_model
 from .utils import measure_peak_cpu
 
@@ -22,19 +23,19 @@ def measured_training_peak(config, context: int, batch: int = 1, method: str = "
 
     The first micro-step and an optimizer step run unmeasured so that gradients and AdamW states exist,
     as in the middle of a run with gradient accumulation; the measured step is forward + backward.
-    ``attention`` is spelled as in ``memory``: ``"full"`` or ``"s2"``.
+    ``attention`` is one of ``config.ATTENTIONS`` (``"full"``, ``"s2"``, ``"s2_paper"``), as in ``memory``.
     """
-    for name, value, choices in (("precision", precision, ("fp32", "bf16")), ("kernel", kernel, ("eager", "sdpa")),
-                                 ("attention", attention, ("full", "s2"))):
+    check_attention(attention)
+    for name, value, choices in (("precision", precision, ("fp32", "bf16")), ("kernel", kernel, ("eager", "sdpa"))):
         if value not in choices:
             raise ValueError(f"{name}={value!r} cannot be measured on the CPU; choose one of {', '.join(choices)}")
     config = config.__class__(**{**config.to_dict(), "use_cache": False})
     config._attn_implementation = kernel
-    if attention == "s2":
+    if is_s2(attention):
         from .s2attn import register
 
-        register()  # "s2_attn" for transformers (idempotent)
-        config._attn_implementation = "s2_attn"
+        register()  # the kit's S2 names for transformers (idempotent)
+        config._attn_implementation = attn_implementation(attention)
         config.group_size_ratio = 0.25
     model = build_model(config, seed=seed)
     if precision == "bf16":

@@ -61,9 +61,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .config import METHODS, check_attention  # the kit-wide spellings (config imports only the stdlib)
+
 GIB = 2**30
-METHODS = ("full", "lora", "lora+")
-ATTENTIONS = ("full", "s2")
 PRECISIONS = ("fp32", "bf16", "mixed")
 KERNELS = ("eager", "sdpa", "flash")
 COMPONENTS = ("weights", "gradients", "optimizer_states", "activations", "attention_workspace",
@@ -89,7 +89,7 @@ def _s2_group_size(context: int, group_size_ratio: float, name: str = "context")
         raise ValueError(f"{name}={context}: {err}") from None
 
 
-def _check_gpu_gib(gpu_gib: float) -> None:
+def check_gpu_gib(gpu_gib: float) -> None:
     if not (math.isfinite(gpu_gib) and gpu_gib > 0):  # nan would "fit" nothing and inf everything
         raise ValueError(f"gpu_gib={gpu_gib} must be a finite positive number of GiB, e.g. 80")
 
@@ -147,9 +147,8 @@ def parameter_counts(config, method: str = "lora+", lora_r: int = 8) -> dict[str
     lora = s.layers * lora_r * (2 * (s.hidden + s.q_width) + 2 * (s.hidden + s.kv_width))
     if method == "full":
         return {"total": total, "trainable": total, "added": 0}
-    if method == "lora":
-        return {"total": total, "trainable": lora, "added": lora}
-    copies = embed + norms
+    # lora+ trains copies of the embeddings and norms; lora+embed / lora+norm one of them; lora neither
+    copies = (embed if method in ("lora+", "lora+embed") else 0) + (norms if method in ("lora+", "lora+norm") else 0)
     return {"total": total, "trainable": lora + copies, "added": lora + copies}
 
 
@@ -173,7 +172,7 @@ class MemoryEstimate:
         return out
 
     def fits(self, gpu_gib: float) -> bool:
-        _check_gpu_gib(gpu_gib)
+        check_gpu_gib(gpu_gib)
         return self.total <= gpu_gib * GIB
 
     def __str__(self) -> str:
@@ -183,7 +182,7 @@ class MemoryEstimate:
 
 def _activation_bytes_per_token_layer(s: Shape, method: str, a: int, lora_r: int, kernel: str) -> int:
     """Bytes autograd saves per token in one decoder layer (no checkpointing), excluding attention scores."""
-    norm_trains = method in ("full", "lora+")
+    norm_trains = method in ("full", "lora+", "lora+norm")
     kv = s.q_width if kernel == "eager" else s.kv_width  # eager repeats K/V heads for grouped-query attention
     saved = 2 * 4 * s.hidden + 2 * 4                       # two RMSNorms: fp32 input and rsqrt
     saved += 2 * a * s.hidden if norm_trains else 0         # normalised inputs, for the norm weights' grads
@@ -236,7 +235,7 @@ def estimate_memory(
     12.8
     """
     _check_choice("method", method, METHODS)
-    _check_choice("attention", attention, ATTENTIONS)
+    check_attention(attention)
     _check_choice("precision", precision, PRECISIONS)
     _check_choice("kernel", kernel, KERNELS)
     _check_choice("zero_stage", zero_stage, (0, 1, 2, 3))
@@ -247,7 +246,7 @@ def estimate_memory(
     if not 0 < group_size_ratio <= 1:
         raise ValueError(f"group_size_ratio must be in (0, 1], got {group_size_ratio}")
     s = Shape.of(config)
-    key_length = _s2_group_size(context, group_size_ratio) if attention == "s2" else context
+    key_length = _s2_group_size(context, group_size_ratio) if attention != "full" else context
     w_bytes, g_bytes, o_bytes, a = _BYTES[precision]
     counts = parameter_counts(config, method, lora_r)
     weight_params = counts["total"] + counts["added"]
@@ -259,7 +258,7 @@ def estimate_memory(
     per_layer = _activation_bytes_per_token_layer(s, method, a, lora_r, kernel)
     per_layer_attn = _attention_bytes_per_token_layer(s, context, key_length, a, kernel)
     final = tokens * (4 * s.hidden + (a * s.hidden if method == "full" else 0) + 2 * a * s.head_dim)
-    if method == "lora":  # frozen embeddings: layer 0's input needs no gradient, its first norm saves nothing
+    if method in ("lora", "lora+norm"):  # frozen embeddings: layer 0's input needs no gradient, its first norm saves nothing
         final -= tokens * (4 * s.hidden + 4) * (0 if checkpointing else 1)
     backward_ws = tokens * a * (2 * s.intermediate + s.hidden)  # gradients flowing through one MLP
     # logits (a) -> fp32 copy (when a < 4) -> log_softmax output, its gradient, the logits' gradient (fp32)
@@ -305,7 +304,7 @@ def max_context(config, gpu_gib: float, multiple_of: int = 1024, **settings) -> 
     >>> max_context(architecture_config("Llama-2-7B"), 80, loss_chunk=4096)
     141312
     """
-    _check_gpu_gib(gpu_gib)
+    check_gpu_gib(gpu_gib)
     if settings.get("attention", "s2") == "s2":  # a valid multiple makes every multiple of it valid
         _s2_group_size(multiple_of, settings.get("group_size_ratio", 0.25), "multiple_of")
 
@@ -359,10 +358,10 @@ def forward_flops(config, context: int, attention: str = "full", group_size_rati
     Keys: ``attention`` (:func:`attention_cost`, whole blocks), ``projections``, ``ffn``, ``others``
     (LM head + element-wise ops), ``total``.
     """
-    _check_choice("attention", attention, ATTENTIONS)
+    check_attention(attention)
     s = Shape.of(config)
     n = batch * context
-    group = context * group_size_ratio if attention == "s2" else None
+    group = context * group_size_ratio if attention != "full" else None
     attn = attention_cost(context, group, s.heads, s.head_dim, s.layers, causal=False, batch=batch)["flops"]
     proj = 2.0 * n * (2 * s.hidden * s.q_width + 2 * s.hidden * s.kv_width) * s.layers
     ffn = 2.0 * n * s.mlp_matrices * s.hidden * s.intermediate * s.layers
@@ -460,42 +459,3 @@ def _to_gb(nbytes: int) -> float:
     return nbytes / 1e9
 
 
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("memory", help="predict peak training memory by component, the longest context "
-                              "that fits a GPU, and the step FLOPs")
-    p.add_argument("--preset", default="llama2-7b", help="preset name or local model folder (default llama2-7b)")
-    p.add_argument("--context", type=int, default=8192)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--method", choices=METHODS, default="lora+")
-    p.add_argument("--attention", choices=ATTENTIONS, default="s2")
-    p.add_argument("--no-checkpointing", dest="checkpointing", action="store_false")
-    p.add_argument("--precision", choices=PRECISIONS, default="mixed")
-    p.add_argument("--kernel", choices=KERNELS, default="flash")
-    p.add_argument("--loss-chunk", type=int, default=None, help="tokens per cross-entropy chunk (default: none)")
-    p.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3), default=0)
-    p.add_argument("--world-size", type=int, default=1)
-    p.add_argument("--gpu-gib", type=float, default=80.0, help="GPU memory to fit in (GiB)")
-    p.set_defaults(func=_run_memory)
-
-
-def _run_memory(args) -> int:
-    from .presets import get_preset
-
-    _check_gpu_gib(args.gpu_gib)  # bad input fails before anything is printed
-    config = get_preset(args.preset).llama_config()
-    settings = dict(batch=args.batch, method=args.method, attention=args.attention,
-                    checkpointing=args.checkpointing, precision=args.precision, kernel=args.kernel,
-                    loss_chunk=args.loss_chunk, zero_stage=args.zero_stage, world_size=args.world_size)
-    est = estimate_memory(config, args.context, **settings)
-    longest = max_context(config, args.gpu_gib, **settings)
-    print(f"{args.preset} at {args.context} tokens, {args.method}, {args.attention} attention, "
-          f"{args.precision}, kernel {args.kernel}, checkpointing {'on' if args.checkpointing else 'off'}")
-    print(est)
-    verdict = "fits" if est.fits(args.gpu_gib) else "does NOT fit"
-    print(f"-> {verdict} in {args.gpu_gib:g} GiB; longest context that fits: {longest} tokens")
-    flops = step_flops(config, args.context, args.attention, args.batch, method=args.method,
-                       checkpointing=args.checkpointing)
-    fwd = forward_flops(config, args.context, args.attention, batch=args.batch)
-    print("forward TFLOPs: " + ", ".join(f"{k} {v / 1e12:.1f}" for k, v in fwd.items()))
-    print(f"step TFLOPs: model {flops['model'] / 1e12:.1f}, hardware {flops['hardware'] / 1e12:.1f}")
-    return 0

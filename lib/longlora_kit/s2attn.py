@@ -445,18 +445,11 @@ def enable(model, implementation: str = "s2_attn"):
     return model
 
 # --------------------------------------------------------------------------------------------------
-# Cost model (the paper's Table 11 shape)
+# Notebook sizes
 
 
-def notebook_settings() -> dict:
-    """Sizes the stage-2 notebook uses, by profile (smoke = what the tests run)."""
-    from .profile import pick
+def notebook_settings(profile: str | None = None) -> dict:
+    """Sizes the stage-2 notebook uses, by profile (``budgets.NOTEBOOK_02``; smoke = what the tests run)."""
+    from .budgets import NOTEBOOK_02, at
 
-    return pick({
-        "smoke": {"timing_lengths": (256, 512, 1024), "timing_repeats": 1,
-                  "train_steps": 8, "train_length": 64, "train_batch": 4},
-        "workshop": {"timing_lengths": (512, 1024, 2048, 4096), "timing_repeats": 2,
-                     "train_steps": 30, "train_length": 256, "train_batch": 8},
-        "full": {"timing_lengths": (1024, 2048, 4096, 8192), "timing_repeats": 5,
-                 "train_steps": 150, "train_length": 512, "train_batch": 8},
-    })
+    return at(NOTEBOOK_02, profile)

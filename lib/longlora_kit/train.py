@@ -7,7 +7,7 @@ before the loop, from a :class:`~longlora_kit.config.TrainConfig`:
 1. **Position interpolation** (``target_length``): ``rope.extend_config`` rescales RoPE positions by
    ``s = ceil(target / original)``, ``θ_i·m → θ_i·m/s``, so a 4× longer sequence reuses the angles
    the model saw in pre-training.
-2. **S2-Attn** (``attention="s2_attn"``): attention inside groups of ``G = L/4`` tokens, half of
+2. **S2-Attn** (``attention="s2"``): attention inside groups of ``G = L/4`` tokens, half of
    the heads shifted by ``G/2``; registered with transformers' ``AttentionInterface`` by
    ``s2attn.register()``, active in training mode only.
 3. **LoRA+** (``method="lora+"``): LoRA on q/k/v/o plus trainable embeddings and norms (``lora.apply``).
@@ -35,11 +35,9 @@ finished run; a run with other settings or inputs is refused. See docs/reliabili
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -342,101 +340,10 @@ def plot_losses(runs: dict[str, str | Path | TrainResult], smooth: int = 1):  # 
     return fig
 
 
-# ---------------------------------------------------------------------------------------------- CLI
-
-def _common_arguments(p, out_default: str) -> None:
-    p.add_argument("--preset", default="tiny", help="model/recipe preset (default: %(default)s)")
-    p.add_argument("--profile", default=None, help="run budget: smoke / workshop / full (default: $LONGLORA_KIT_PROFILE or workshop)")
-    p.add_argument("--out", default=out_default, help="run directory (default: %(default)s); re-running the same "
-                   "settings resumes or reuses it; other settings, and a second run while one is writing there, "
-                   "are refused")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: from the preset and profile)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: from the preset)")
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: only at the end)")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous kit run in --out (only a folder the kit made, "
-                   "never one holding --base)")
-
-
-def register_cli(subparsers) -> None:
-    pre = subparsers.add_parser(
-        "pretrain", help="pre-train a tiny Llama at a short context on the kit's long-range corpus",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Stage 1 of LongLoRA on a laptop: train a fresh tiny Llama (full fine-tuning, full attention)\n"
-        "at a short context (128 tokens in the workshop profile) on the kit's synthetic long-range corpus.\n"
-        "Writes metrics.jsonl, a checkpoint/ (resumable), model/ (weights + tokenizer) and result.json.\n\n"
-        "example:\n  longlora-kit pretrain --profile smoke --out runs/pretrain-smoke",
-    )
-    _common_arguments(pre, "runs/pretrain")
-    pre.set_defaults(func=_run_pretrain)
-
-    ext = subparsers.add_parser(
-        "extend", help="extend a model's context 4x with PI + S2-Attn + LoRA+ (LongLoRA)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Stage 2: take the pre-trained model, interpolate its RoPE positions to 4x the context\n"
-        "(linear PI as in the paper for the hub presets; YaRN for the tiny preset, whose 32-dim heads lose their\n"
-        "copy under linear PI), and fine-tune at that length with S2-Attn (shifted group attention, training\n"
-        "only) and LoRA+ (LoRA on q/k/v/o + trainable embeddings and norms), as in LongLoRA.\n"
-        "--method full --attention sdpa gives the expensive baseline the paper compares against.\n\n"
-        "example:\n  longlora-kit extend --method full --attention sdpa --out runs/extend-full",
-    )
-    _common_arguments(ext, "runs/extend")
-    ext.add_argument("--base", default="runs/pretrain/model", help="the model to extend (default: %(default)s)")
-    ext.add_argument("--method", default=None, help="full / lora / lora+ / lora+embed / lora+norm (default: lora+)")
-    ext.add_argument("--attention", default=None, help="sdpa / s2_attn / s2_attn_paper (default: s2_attn)")
-    ext.add_argument("--target-length", type=int, default=None, help="extended context (default: 4x the base's)")
-    ext.set_defaults(func=_run_extend)
-
-
-def _overrides(args) -> dict:
-    out = {"progress": True, "save_every": args.save_every, "overwrite": args.overwrite}
-    if args.steps is not None:
-        out["max_steps"] = args.steps
-    if args.lr is not None:
-        out["lr"] = args.lr
-    return out
-
-
-def _print_summary(result: TrainResult, title: str) -> None:
-    from .utils import format_table
-
-    s = result.summary()
-    row = {"run": title, "steps": s["steps"], "first loss": f"{s['first_loss']:.3f}", "final loss": f"{s['final_loss']:.3f}",
-           "tokens": s["tokens"], "time (s)": f"{s['seconds']:.1f}", "tokens/s": f"{s['tokens_per_second']:.0f}",
-           "trainable": f"{s['trainable_parameters']:,}",
-           "peak MB": "n/a" if s["peak_memory_mb"] is None else f"{s['peak_memory_mb']:.0f}"}
-    print(format_table([row]))
-    print(f"saved to {s['out_dir']}/{MODEL_DIR}")
-
-
-def _train_and_print(config: TrainConfig, title: str) -> int:
-    try:
-        result = train(config)
-    except OSError as err:  # a full disk or a vanished folder: one line naming the path, no traceback
-        print(f"longlora-kit: error: {err}", file=sys.stderr)
-        return 1
-    _print_summary(result, title)
-    return 0
-
-
-def _run_pretrain(args) -> int:
-    return _train_and_print(pretrain_config(args.out, args.preset, args.profile, **_overrides(args)), "pretrain")
-
-
-def _run_extend(args) -> int:
-    overrides = _overrides(args)
-    for name in ("method", "attention"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    if args.target_length is not None:
-        overrides.update(target_length=args.target_length, seq_len=args.target_length)
-    config = extension_config(args.base, args.out, args.preset, args.profile, **overrides)
-    return _train_and_print(config, f"extend ({config.method}, {config.attention})")
-
-
 __all__ = [
     "ADAPTER_DIR", "CHECKPOINT_DIR", "CONFIG_FILE", "METRICS_FILE", "MODEL_DIR", "RESULT_FILE", "LossModule",
     "TrainConfig", "TrainResult", "batch_indices", "build_for_training", "causal_lm_of", "check_group_size",
     "chunked_causal_lm_loss", "extension_config", "load_checkpoint", "load_result", "lr_factor", "model_loss",
-    "plot_losses", "pretrain_config", "read_metrics", "recipe", "register_cli", "save_checkpoint", "train",
+    "plot_losses", "pretrain_config", "read_metrics", "recipe", "save_checkpoint", "train",
     "training_blocks", "training_loop",
 ]

@@ -186,33 +186,3 @@ def write_section(path, section: str, device) -> None:
     write_atomic(path, text)
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--lengths", default=None,
-                   help="comma-separated sequence lengths (default CPU 2048,4096,8192,16384; GPU 8192..65536)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per method and length (default 5)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--backend", default="sdpa", choices=["sdpa", "flash", "flex"], help="S2 backend (default sdpa)")
-    p.add_argument("--output", default="docs/benchmarks.md", help="markdown file to update ('-' to only print)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--note", default="", help="a sentence added under the table (e.g. machine load)")
-
-
-def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else None
-    rows = attention_benchmark(lengths, args.repeats, device=args.device, backend=args.backend)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    section = markdown_section(rows, device, args.repeats, args.backend, args.note)
-    print(section)
-    if args.output != "-":
-        write_section(args.output, section, device)
-        print(f"wrote the table to {args.output}")
-    return 0
-
-
-def register_cli(bench_subparsers) -> None:
-    p = bench_subparsers.add_parser("attention", help="S2-Attn vs full causal attention: forward+backward time "
-                                    "and ratio at 2k..16k (CPU fp32) or 8k..64k (GPU bf16)")
-    add_arguments(p)
-    p.set_defaults(func=run)

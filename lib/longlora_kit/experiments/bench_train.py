@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 
 import torch
 
+from ..config import attn_implementation, is_s2
 from ..utils import cpu_name
 
 #: Dense bf16 peak FLOP/s by GPU name fragment (vendor datasheets), for MFU.
@@ -26,22 +26,6 @@ PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "A10G": 125e1
 
 DEFAULT_CONTEXTS = (8192, 16384, 32768, 65536, 100_000)
 SETUPS = (("lora+", "s2"), ("lora+", "full"))
-
-
-def register_cli(bench_subparsers) -> None:
-    p = bench_subparsers.add_parser("train", help="LoRA+ with S2-Attn vs full attention: tokens/s, peak "
-                                    "memory, MFU at 8k..100k on a Llama-2-7B-shaped model (random weights)")
-    p.add_argument("--preset", default="llama2-7b", help="whose shape to build (default llama2-7b)")
-    p.add_argument("--contexts", default=",".join(map(str, DEFAULT_CONTEXTS)),
-                   help="comma-separated context lengths (each a multiple of 4)")
-    p.add_argument("--num-layers", type=int, default=None, help="override the layer count (narrow runs)")
-    p.add_argument("--hidden-size", type=int, default=None, help="override the width (keeps head_dim)")
-    p.add_argument("--vocab-size", type=int, default=None)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per setting")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per setting")
-    p.add_argument("--loss-chunk", type=int, default=2048)
-    p.add_argument("--append", default=None, help="append the markdown table to this file (docs/benchmarks.md)")
-    p.set_defaults(func=_run_train_bench)
 
 
 def bench_config(preset: str = "llama2-7b", num_layers: int | None = None, hidden_size: int | None = None,
@@ -83,15 +67,11 @@ def _default_dtype(dtype):
 
 
 def _attention_impl(attention: str, device: torch.device) -> str:
-    if attention == "s2":
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
+    if is_s2(attention):
         from ..s2attn import register
 
-        register()  # "s2_attn" for transformers (idempotent)
-        if "s2_attn" not in ALL_ATTENTION_FUNCTIONS:
-            raise ValueError("attention 's2' needs the kit's S2-Attn ('s2_attn' is not registered)")
-        return "s2_attn"
+        register()  # the kit's S2 names for transformers (idempotent)
+        return attn_implementation(attention)
     from ..utils import flash_attn_available
 
     return "flash_attention_2" if device.type == "cuda" and flash_attn_available() else "sdpa"
@@ -219,17 +199,3 @@ def markdown_table(rows: list[dict], shape: str, machine: str | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
-def _run_train_bench(args) -> int:
-    contexts = tuple(int(c) for c in args.contexts.split(",") if c.strip())
-    config = bench_config(args.preset, args.num_layers, args.hidden_size, args.vocab_size)
-    rows = train_benchmark(config, contexts, steps=args.steps, warmup=args.warmup, loss_chunk=args.loss_chunk)
-    shape = (f"{args.preset} shape ({config.num_hidden_layers} layers, width {config.hidden_size}, "
-             f"vocab {config.vocab_size}), LoRA+, random weights")
-    table = markdown_table(rows, shape)
-    print(table)
-    if args.append:
-        path = Path(args.append)
-        with path.open("a") as f:
-            f.write("\n" + table)
-        print(f"appended to {path}")
-    return 0

@@ -80,7 +80,7 @@ class RunSpec:
     rope_method: str = "yarn"         # rope.extend_config method; see toy_runner for why not linear PI
     method: str = "lora+"             # lora.apply method: full / lora / lora+ / lora+embed / lora+norm
     lora_r: int = 8
-    attention: str = "s2_attn"        # attention in training: sdpa (full) / s2_attn / s2_attn_paper
+    attention: str = "s2"            # attention in training: full / s2 / s2_paper (config.ATTENTIONS)
     attention_pattern: str = "s2"     # Table 6: s2 / pattern1 / pattern2 / dilated / block_sparse / stride_sparse
     group_size_ratio: float = 0.25    # S2 group G = ratio × length
     eval_sparse: bool = False         # also measure "ppl_sparse": the training pattern kept at test

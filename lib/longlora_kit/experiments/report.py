@@ -20,6 +20,18 @@ from .claims import CLOSE_MARGIN, K_SE, VERDICTS, higher_is_better
 
 # relative to where it runs (the repo root for `make reproduce`)
 DEFAULT_REPORT = Path("docs") / "reproduction.md"
+
+
+def default_report_path(profile: str, only, cache_dir: str | Path) -> Path:
+    """``docs/reproduction.md`` for a complete full-profile run; otherwise beside the cache, so a smoke or
+    partial run never overwrites the committed report.
+
+    >>> default_report_path("smoke", None, "/tmp/cache")
+    PosixPath('/tmp/cache/smoke/reproduction.md')
+    """
+    if profile == "full" and not only:
+        return DEFAULT_REPORT
+    return Path(cache_dir) / profile / "reproduction.md"
 DEFAULT_RESULTS = DEFAULT_REPORT.with_suffix(".json")
 
 

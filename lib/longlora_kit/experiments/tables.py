@@ -26,9 +26,9 @@ def _full_ft(extension: int, **kw) -> RunSpec:
     return RunSpec(method="full", extension=extension, **kw)
 
 
-FULL_ATTN = dict(attention="sdpa")
-NO_SHIFT = dict(attention="s2_attn", attention_pattern="pattern1")
-S2 = dict(attention="s2_attn")
+FULL_ATTN = dict(attention="full")
+NO_SHIFT = dict(attention="s2", attention_pattern="pattern1")
+S2 = dict(attention="s2")
 
 
 def _table1() -> Experiment:
@@ -100,7 +100,7 @@ def _table6() -> Experiment:
         "block_sparse": ("block sparse", 11.49, 8.30), "stride_sparse": ("stride sparse", 32.81, 24.03),
     }
     s2 = paper["s2"][0]
-    arms = tuple(Arm(label, RunSpec(method="lora+", attention="s2_attn", attention_pattern=pattern, eval_sparse=True),
+    arms = tuple(Arm(label, RunSpec(method="lora+", attention="s2", attention_pattern=pattern, eval_sparse=True),
                      {"ppl_sparse": sparse, "ppl": full}, baseline=s2)
                  for pattern, (label, sparse, full) in paper.items())
     claims = [Claim("better", (s2, "ppl"), (label, "ppl"),
@@ -127,9 +127,9 @@ def _table7() -> Experiment:
     full, half, quarter, eighth = "full attention", "G = 1/2", "G = 1/4", "G = 1/8"
     arms = (
         Arm(full, _full_ft(4, **FULL_ATTN), {"ppl": 7.82}, baseline=full),
-        Arm(half, _full_ft(4, attention="s2_attn", group_size_ratio=0.5), {"ppl": 7.84}, baseline=full),
+        Arm(half, _full_ft(4, attention="s2", group_size_ratio=0.5), {"ppl": 7.84}, baseline=full),
         Arm(quarter, _full_ft(4, **S2), {"ppl": 7.86}, baseline=full),
-        Arm(eighth, _full_ft(4, attention="s2_attn", group_size_ratio=0.125), {"ppl": 7.98}, baseline=full),
+        Arm(eighth, _full_ft(4, attention="s2", group_size_ratio=0.125), {"ppl": 7.98}, baseline=full),
     )
     claims = (
         Claim("close", (half, "ppl"), (full, "ppl"), "groups of 1/2 are as good as full attention (paper 7.84 vs 7.82)"),
@@ -152,7 +152,7 @@ def _leak() -> Experiment:
     arms = (
         Arm(full, _full_ft(2, **FULL_ATTN), {"ppl": 8.02}, baseline=full),
         Arm(free, _full_ft(2, **S2), {"ppl": 8.03}, baseline=full),
-        Arm(roll, _full_ft(2, attention="s2_attn_paper"), {"ppl": 8.04}, baseline=full),
+        Arm(roll, _full_ft(2, attention="s2_paper"), {"ppl": 8.04}, baseline=full),
     )
     claims = (
         Claim("close", (roll, "ppl"), (free, "ppl"), "the wrap-around leak changes nothing (paper 8.04 vs 8.03)"),

@@ -10,8 +10,8 @@ Everything goes through the kit's pipeline, nothing is re-implemented here:
    (same settings + code = same base).
 2. **Extend and fine-tune** (``spec.train``): ``train.train`` again, from the base, at
    ``L = extension × L0`` with the spec's RoPE interpolation (``rope.extend_config``, factor
-   ``extension``), LoRA method and training attention (``"sdpa"`` = full, ``"s2_attn"`` /
-   ``"s2_attn_paper"`` with the spec's pattern and group ratio), on *fresh* documents of the same corpus
+   ``extension``), LoRA method and training attention (``"full"``, ``"s2"`` /
+   ``"s2_paper"`` with the spec's pattern and group ratio), on *fresh* documents of the same corpus
    whose keys come back up to ``4 × L0`` tokens later (``data_seed = 1``). The seed sets the LoRA
    initialisation and the batch order; the base and the data are shared, as in the paper. Runs are
    kept under ``cache_dir/<profile>/runs/<hash>/``, so an arm that only adds a measurement (the passkey
@@ -23,14 +23,14 @@ Everything goes through the kit's pipeline, nothing is re-implemented here:
    tokens of context); ``ppl_sparse`` the same with ``sparse_attention_in_eval`` (the training pattern
    kept at test, Table 6); ``evaluate.passkey_accuracy`` at 1×, 2×, 4× ``L0``.
 
-**Profile choices** (:func:`settings_for`; all numbers live there). The budget is the whole
+**Profile choices** (:func:`settings_for`, from ``budgets.REPRODUCE`` and the tiny recipe). The budget is the whole
 ``reproduce`` (six experiments, 19 distinct fine-tuned arms × 3 seeds = 57 fine-tuning runs, one
 pre-training run; 75 runs measured, 18 of them reusing a model or training nothing) in ≤ 30 min on
 a 2-core CPU (``full``), ≤ 2 min for ``smoke``.
 
 - *The base must already copy.* LongLoRA stretches a skill Llama-2 has: retrieving a fact from
   anywhere in its window. The base here is trained with notebook 04's recipe
-  (``train._tiny_recipe``, what issue #6 measured a tiny model needs to learn that copy):
+  (``budgets.TINY_RECIPE`` at the workshop budget, what issue #6 measured a tiny model needs to learn that copy):
   ``tiny_config`` (4 layers, 4 heads, width 128, about 1.8M parameters, more than half in the untied
   embeddings and LM head), 128 tokens, keys mentioned at most 128 tokens apart, lr 3e-3 held constant
   after 30 warm-up steps, 1200 steps of 16 × 128 tokens (5.9 min on both threads). With 2 layers,
@@ -67,41 +67,44 @@ import json
 import shutil
 from pathlib import Path
 
-from ..profile import pick
+from ..budgets import REPRODUCE, at
+from ..config import attn_implementation, is_s2
+from ..recipes import recipe
 from .claims import PASSKEY_MULTIPLES, RunSpec
 
 
 def settings_for(profile: str | None = None) -> dict:
-    """Sizes, steps and learning rates of the toy reproduction for a profile (see the module docstring).
+    """Sizes, steps and learning rates of the toy reproduction for a profile (see the module docstring):
+    the tiny recipe (``recipes.recipe("tiny", ...)``) at ``budgets.REPRODUCE``'s budget and overrides.
 
-    >>> settings_for("smoke")["base_length"]
-    64
+    >>> settings_for("smoke")["base_length"], settings_for("full")["finetune_lr"]
+    (64, 0.002)
     """
+    table = at(REPRODUCE, profile)
+    pre = {**recipe("tiny", "pretrain", table["recipe_budget"]), **table["pretrain_overrides"]}
+    ext = {**recipe("tiny", "extend", table["recipe_budget"]), **table["extend_overrides"]}
     return {
-        "seeds": pick({"smoke": 2, "workshop": 2, "full": 3}, profile),
+        "seeds": table["seeds"],
         # the base model and its corpus: keys mentioned at most base_length tokens apart
-        "model": pick({"smoke": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     num_key_value_heads=4, max_position_embeddings=64),
-                       "workshop": dict(max_position_embeddings=128),
-                       "full": dict(max_position_embeddings=128)}, profile),
-        "base_length": pick({"smoke": 64, "workshop": 128, "full": 128}, profile),
+        "model": pre["model_overrides"],
+        "base_length": pre["seq_len"],
         "data": "synthetic",
-        "pretrain_documents": pick({"smoke": 40, "workshop": 600, "full": 600}, profile),
-        "pretrain_steps": pick({"smoke": 10, "workshop": 1200, "full": 1200}, profile),
-        "pretrain_batch": pick({"smoke": 4, "workshop": 16, "full": 16}, profile),
-        "pretrain_lr": 3e-3,
-        "pretrain_warmup": pick({"smoke": 2, "workshop": 30, "full": 30}, profile),
+        "pretrain_documents": pre["n_documents"],
+        "pretrain_steps": pre["max_steps"],
+        "pretrain_batch": pre["batch_size"],
+        "pretrain_lr": pre["lr"],
+        "pretrain_warmup": pre["warmup_steps"],
         # fine-tuning (every arm), on keys mentioned up to 4x base_length apart
-        "finetune_max_distance": pick({"smoke": 256, "workshop": 512, "full": 512}, profile),
-        "finetune_documents": pick({"smoke": 24, "workshop": 200, "full": 200}, profile),
-        "finetune_steps": pick({"smoke": 2, "workshop": 40, "full": 80}, profile),
-        "finetune_batch": pick({"smoke": 2, "workshop": 4, "full": 4}, profile),
-        "finetune_lr": 2e-3,
-        "warmup_steps": pick({"smoke": 0, "workshop": 10, "full": 10}, profile),
+        "finetune_max_distance": ext["max_distance"],
+        "finetune_documents": ext["n_documents"],
+        "finetune_steps": ext["max_steps"],
+        "finetune_batch": ext["batch_size"],
+        "finetune_lr": ext["lr"],
+        "warmup_steps": ext["warmup_steps"],
         # measurement
-        "eval_windows": pick({"smoke": 2, "workshop": 16, "full": 16}, profile),  # windows of L in the val stream
-        "passkey_depths": pick({"smoke": [0.5], "workshop": [0.2, 0.6], "full": [0.2, 0.6]}, profile),
-        "passkey_trials": pick({"smoke": 2, "workshop": 6, "full": 6}, profile),  # per length and depth
+        "eval_windows": table["eval_windows"],
+        "passkey_depths": table["passkey_depths"],
+        "passkey_trials": table["passkey_trials"],
     }
 
 
@@ -124,7 +127,7 @@ def pretrain_config(settings: dict, cache_dir: Path, code: str, progress: bool =
     out = Path(cache_dir) / f"base-{_hash({'settings': {k: settings[k] for k in keys}, 'code': code})}"
     return TrainConfig(
         out_dir=str(out), model_overrides=dict(settings["model"]), seq_len=settings["base_length"],
-        method="full", attention="sdpa", data=settings["data"], max_distance=settings["base_length"],
+        method="full", attention="full", data=settings["data"], max_distance=settings["base_length"],
         n_documents=settings["pretrain_documents"], val_fraction=VAL_FRACTION, data_seed=PRETRAIN_DATA_SEED,
         max_steps=settings["pretrain_steps"], batch_size=settings["pretrain_batch"], lr=settings["pretrain_lr"],
         warmup_steps=settings["pretrain_warmup"], lr_schedule="constant", seed=0, progress=progress,
@@ -144,7 +147,7 @@ def finetune_config(spec: RunSpec, seed: int, settings: dict, base_dir: str | Pa
             "finetune_max_distance")
     out = Path(cache_dir) / "runs" / _hash({"training": training, "seed": seed, "base": str(base_dir),
                                             "settings": {k: settings[k] for k in keys}, "code": code})
-    sparse = spec.attention != "sdpa"
+    sparse = is_s2(spec.attention)
     return TrainConfig(
         out_dir=str(out), base_model=str(base_dir), seq_len=length,
         target_length=length if spec.extension > 1 else None, rope_method=spec.rope_method,
@@ -236,10 +239,10 @@ class ToyRunner:
             model.config.group_size_ratio = spec.group_size_ratio
             model.config.sparse_attention_in_eval = True
             s2attn.register()  # the sparse pattern at test goes through the kit's attention function
-            model.set_attn_implementation(spec.attention)
+            model.set_attn_implementation(attn_implementation(spec.attention))
             metrics["ppl_sparse"] = evaluate.perplexity(model, stream, length, stride=length // 2).perplexity
             model.config.sparse_attention_in_eval = False
-            model.set_attn_implementation("sdpa")
+            model.set_attn_implementation(attn_implementation("full"))
         if spec.passkey:
             lengths = [m * settings["base_length"] for m in PASSKEY_MULTIPLES]
             result = evaluate.passkey_accuracy(model, tokenizer, lengths, depths=settings["passkey_depths"],

@@ -1,40 +1,34 @@
-"""The ``longlora-kit`` command line.
+"""The ``longlora-kit`` command line: every sub-command's argparse lives in this package.
 
-Each stage module contributes its sub-commands through a ``register_cli(subparsers)`` function
-listed in ``REGISTRARS``; a sub-command sets ``func`` (called with the parsed args, returning an
-exit code or None).
+One file per command group, each with an ``add_commands(subparsers)`` that adds its sub-commands and
+sets ``func`` (called with the parsed args; returns an exit code or None). A handler imports the
+library it drives *inside* the function, so ``longlora-kit --help`` never loads torch.
 
     longlora-kit env          # versions, device, flash-attn, profile
     longlora-kit --help       # every sub-command, with what it teaches
+
+>>> sorted(build_parser()._subparsers._group_actions[0].choices)  # doctest: +NORMALIZE_WHITESPACE
+['bench', 'chat', 'env', 'eval', 'extend', 'fetch', 'memory', 'pretrain', 'reproduce', 'tokenizer']
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# "module:function" pairs; each function adds its sub-commands to the subparsers it is given.
-REGISTRARS = [
-    "longlora_kit.cli:register_env",
-    "longlora_kit.data:register_cli",
-    "longlora_kit.train:register_cli",
-    "longlora_kit.evaluate:register_cli",
-    "longlora_kit.memory:register_cli",
-    "longlora_kit.experiments.cli:register_bench",
-    "longlora_kit.experiments.cli:register_reproduce",
-    "longlora_kit.real_model:register_cli",
-    "longlora_kit.chat:register_cli",
-]
+from . import data, evaluate, experiments, memory, real_model, train
+
+#: the command groups, in the order ``--help`` lists them
+GROUPS = (data, train, evaluate, memory, experiments, real_model)
 
 
-def register_env(subparsers) -> None:
+def _add_env(subparsers) -> None:
     p = subparsers.add_parser("env", help="print versions, device, flash-attn availability and the profile")
     p.set_defaults(func=_run_env)
 
 
 def _run_env(args) -> int:
-    from .utils import format_report
+    from ..utils import format_report
 
     print(format_report())
     return 0
@@ -48,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for target in REGISTRARS:
-        module, func = target.split(":")
-        getattr(importlib.import_module(module), func)(subparsers)
+    _add_env(subparsers)
+    for group in GROUPS:
+        group.add_commands(subparsers)
     return parser
 
 
@@ -63,5 +57,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["GROUPS", "build_parser", "main"]
