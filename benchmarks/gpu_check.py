@@ -442,9 +442,11 @@ def main(argv=None) -> int:
         p.error(f"--parts: unknown {sorted(unknown)}; choose from {list(PARTS)}")
 
     cuda = torch.cuda.is_available() and not args.dry_run
-    plan, device = (GPU_PLAN, torch.device("cuda")) if cuda else (DRY_PLAN, torch.device("cpu"))
+    plan = DRY_PLAN if args.dry_run else GPU_PLAN
+    device = torch.device("cuda" if cuda else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 checks mean fp32
-    report = {"mode": "GPU" if cuda else "dry run (CPU, tiny shapes)",
+    mode = "GPU" if cuda else "dry run (CPU, tiny shapes)" if args.dry_run else "no GPU: nothing run"
+    report = {"mode": mode,
               "machine": machine(device), "versions": versions(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "budgets": {n: plan.budgets[n] for n in parts},
               "plan": dataclasses.asdict(plan),
