@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export LONGLORA_KIT_PROFILE ?= workshop
 
-.PHONY: help install lab test unit notebooks lint check-notebooks strip-notebooks tokenizer clean book book-smoke figures reproduce
+.PHONY: help install lab test unit notebooks lint check-notebooks strip-notebooks tokenizer clean book book-smoke figures reproduce \
+	gpu-check compat
 
 help:
 	@echo "make lab              set up .venv (first time) and start JupyterLab on notebooks/"
@@ -17,6 +18,8 @@ help:
 	@echo "make book             run every notebook (workshop profile) into offline HTML pages in build/book/"
 	@echo "make figures          regenerate the README pictures in docs/figures/ (needs chromium)"
 	@echo "make reproduce        the paper's findings at toy scale -> docs/reproduction.md (full profile, ~25 min, cached)"
+	@echo "make gpu-check        the GPU half in <= 8 min (S2 backends, attention speed, bench train) -> build/gpu_check/"
+	@echo "make compat           the core unit tests under the oldest transformers/peft/accelerate claimed (~2 min)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "longlora-kit needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -36,7 +39,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib tests tools notebooks
+	$(BIN)/ruff check lib tests tools benchmarks notebooks
 
 # Notebooks are committed clean: no outputs, no execution counts, no widget state, no language_info
 # (it records the author's Python version). --keep-id: cell ids are stable, stripping them would churn.
@@ -76,6 +79,14 @@ figures: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/longlora-kit reproduce --profile full
+
+# No venv on purpose: a GPU box's own python3 with torch/transformers/peft/accelerate runs it as it is.
+gpu-check:
+	PYTHONPATH=lib $(PYTHON) benchmarks/gpu_check.py --out build/gpu_check
+
+# A second venv (build/compat-venv) with pyproject.toml's floors: tools/compat_env.sh says what it pins.
+compat:
+	PYTHON=$(PYTHON) tools/compat_env.sh
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
