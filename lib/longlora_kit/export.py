@@ -307,12 +307,14 @@ def load_gguf(path, rope_parameters: dict | None = None, dtype=None):
     does not rebuild RoPE scaling from a Llama GGUF, so without it the model has default RoPE.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     extra = {"rope_parameters": dict(rope_parameters)} if rope_parameters else {}
+    # the config is parsed from the file once (8 s for SmolLM2's 49k-token vocabulary), then handed on
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, **extra)
     model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=dtype or torch.float32, **extra
+        path.parent, gguf_file=path.name, config=config, dtype=dtype or torch.float32
     )
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
