@@ -8,7 +8,8 @@ library it drives *inside* the function, so ``longlora-kit --help`` never loads 
     longlora-kit --help       # every sub-command, with what it teaches
 
 >>> sorted(build_parser()._subparsers._group_actions[0].choices)  # doctest: +NORMALIZE_WHITESPACE
-['bench', 'chat', 'env', 'eval', 'extend', 'fetch', 'memory', 'pretrain', 'reproduce', 'tokenizer']
+['bench', 'chat', 'env', 'eval', 'export', 'extend', 'fetch', 'memory', 'pretrain', 'reproduce',
+ 'tokenizer']
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import data, evaluate, experiments, memory, real_model, train
+from . import data, evaluate, experiments, export, memory, real_model, train
 
 #: the command groups, in the order ``--help`` lists them
-GROUPS = (data, train, evaluate, memory, experiments, real_model)
+GROUPS = (data, train, evaluate, memory, experiments, real_model, export)
 
 
 def _add_env(subparsers) -> None:

@@ -9,7 +9,7 @@ optional field's None, two numbers for ``--betas``. The preset and profile choos
 >>> add_config_options(parser, {})
 >>> config_overrides(parser.parse_args(["--steps", "5", "--no-progress", "--betas", "0.9", "0.99",
 ...                                     "--model-overrides", '{"num_hidden_layers": 1}']))
-{'model_overrides': {'num_hidden_layers': 1}, 'betas': (0.9, 0.99), 'max_steps': 5, 'progress': False}
+{'model_overrides': {'num_hidden_layers': 1}, 'max_steps': 5, 'betas': (0.9, 0.99), 'progress': False}
 """
 
 from __future__ import annotations
