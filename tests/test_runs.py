@@ -67,6 +67,19 @@ def test_atomic_write_replaces_files_and_folders_with_umask_permissions(tmp_path
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
 
 
+def test_files_written_0600_are_opened_to_readers_as_the_umask_allows(tmp_path):
+    umask = os.umask(0o027)  # others get nothing, the group may read
+    try:
+        with runs.atomic_write(tmp_path / "model", directory=True) as tmp:
+            save_file({"w": torch.zeros(2)}, tmp / "model.safetensors")  # safetensors writes 0600
+            os.close(os.open(tmp / "secret", os.O_CREAT | os.O_WRONLY, 0o600))
+            (tmp / "sub").mkdir(mode=0o700)
+    finally:
+        os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "model").rglob("*")}
+    assert modes == {"model.safetensors": 0o640, "secret": 0o640, "sub": 0o750}
+
+
 def test_a_failed_write_keeps_the_old_version_and_leaves_nothing(tmp_path):
     runs.write_text(tmp_path / "a.json", "old")
     with pytest.raises(OSError), runs.atomic_write(tmp_path / "a.json") as tmp:

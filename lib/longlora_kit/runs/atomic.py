@@ -72,12 +72,36 @@ def atomic_write(target: str | Path, directory: bool = False):
     move_into_place(tmp, target)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read the umask is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def open_to_readers(path: str | Path) -> None:
+    """Give ``path`` (a folder: and all in it) the read permissions the umask allows.
+
+    safetensors writes its files 0600 (``mkdtemp`` folders are 0700): without this a run's weights
+    would be unreadable to the other users of a shared machine although the folder around them is not.
+    """
+    path, allowed = Path(path), ~_umask()
+    for p in [path, *sorted(path.rglob("*"))] if path.is_dir() else [path]:
+        if p.is_symlink():
+            continue
+        mode = p.stat().st_mode
+        want = (0o555 if p.is_dir() else 0o444) & allowed  # r (and x for a folder) where the umask allows
+        if mode & want != want:
+            os.chmod(p, mode | want)
+
+
 def move_into_place(finished: str | Path, target: str | Path) -> Path:
     """Rename the complete file or folder ``finished`` onto ``target`` (``atomic_write``'s last step).
 
     ``finished`` must be on ``target``'s file system; written beside it as ``atomic_write`` does, a
-    kill between a folder swap's two renames can be finished by :func:`recover`."""
+    kill between a folder swap's two renames can be finished by :func:`recover`. Its permissions are
+    first opened to readers as the umask allows (:func:`open_to_readers`)."""
     finished, target = Path(finished), Path(target)
+    open_to_readers(finished)
     if not finished.is_dir() or not target.exists():
         os.replace(finished, target)  # one rename: atomic
         boundary("renamed", target)
@@ -138,4 +162,4 @@ def read_json(path: str | Path, fix: str) -> dict:
     return value
 
 
-__all__ = ["atomic_write", "boundary", "leftovers", "move_into_place", "read_json", "recover", "write_text"]
+__all__ = ["atomic_write", "boundary", "leftovers", "move_into_place", "open_to_readers", "read_json", "recover", "write_text"]
