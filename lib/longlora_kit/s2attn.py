@@ -120,11 +120,13 @@ def reference_attention(q, k, v, mask: torch.Tensor, scaling: float | None = Non
 def masked_attention(q, k, v, mask: torch.Tensor, *, scaling=None, dropout: float = 0.0) -> torch.Tensor:
     """SDPA with an explicit bool mask broadcasting to (B, H, L, L): the ablation patterns, padded batches."""
     rep = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if rep > 1:  # (copies only when needed: the kernel's summation order follows the layout it is given)
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     # A query row with nothing allowed (a padding token whose whole group is padding) would give NaN;
     # let it see itself. Its output is never used, but NaN would leak into gradients.
-    eye = torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device)
-    mask = mask | (~mask.any(dim=-1, keepdim=True) & eye)
+    empty_rows = ~mask.any(dim=-1, keepdim=True)  # (..., L, 1)
+    if empty_rows.any():
+        mask = mask | (empty_rows & torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
 
 
