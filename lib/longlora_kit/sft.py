@@ -125,14 +125,15 @@ class Batch:
         return Batch(self.input_ids.to(device), self.labels.to(device), self.attention_mask.to(device), self.group_size)
 
 
-def collate(samples: list[tuple], pad_id: int, group_size: int | None = None) -> Batch:
-    """Right-pad ``(ids, labels)`` samples to :func:`padded_length` of the longest (multiple of G, or of 1).
+def collate(samples: list[tuple], pad_id: int, group_size: int | None = None, length: int | None = None) -> Batch:
+    """Right-pad ``(ids, labels)`` samples to :func:`padded_length` of the longest (multiple of G, or of 1),
+    or of ``length`` if that is longer.
 
     >>> b = collate([([5, 6, 7], [-100, 6, 7]), ([8], [8])], pad_id=0, group_size=2)
     >>> b.input_ids.tolist(), b.labels.tolist(), b.attention_mask.tolist()
     ([[5, 6, 7, 0], [8, 0, 0, 0]], [[-100, 6, 7, -100], [8, -100, -100, -100]], [[1, 1, 1, 0], [1, 0, 0, 0]])
     """
-    length = padded_length(max(len(ids) for ids, _ in samples), group_size or 1)
+    length = padded_length(max(length or 1, *(len(ids) for ids, _ in samples)), group_size or 1)
     ids = torch.full((len(samples), length), pad_id, dtype=torch.long)  # (B, L)
     labels = torch.full((len(samples), length), IGNORE, dtype=torch.long)  # (B, L)
     mask = torch.zeros((len(samples), length), dtype=torch.long)  # (B, L)
@@ -159,15 +160,21 @@ class Batches:
 # Loss
 
 
-def masked_lm_loss(model, batch: Batch, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(summed NLL over the answer tokens, how many there are)`` for ``batch``, via the chunked loss.
+def hidden_states(model, batch: Batch) -> torch.Tensor:
+    """The last hidden states ``(B, L, d)`` of ``batch``, with S2 groups of the run's G.
 
     S2 reads ``G = config.group_size_ratio * L``; the batch's L is a multiple of the run's G, so the
     ratio for this batch is ``G / L`` (a whole number of groups by construction)."""
     causal = causal_lm_of(model)
     if batch.group_size is not None:
         causal.config.group_size_ratio = batch.group_size / batch.input_ids.shape[1]
-    hidden = causal.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # (B, L, d)
+    return causal.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+
+
+def masked_lm_loss(model, batch: Batch, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(summed NLL over the answer tokens, how many there are)`` for ``batch``, via the chunked loss."""
+    causal = causal_lm_of(model)
+    hidden = hidden_states(model, batch)  # (B, L, d)
     targets = batch.labels[:, 1:]  # (B, L-1): position t predicts token t+1
     mean_over_all = chunked_causal_lm_loss(hidden, causal.lm_head, batch.labels, chunk)  # ignored targets add 0
     return mean_over_all * targets.numel(), (targets != IGNORE).sum()
@@ -222,7 +229,8 @@ def group_size_of(config: TrainConfig) -> int | None:
 def sft_examples(config: TrainConfig) -> tuple[list[Example], Counter]:
     """The run's examples: the generated mix (``instructions="longqa"``) or a file's, with skip counts."""
     if config.instructions == GENERATED:
-        lengths = (max(16, config.seq_len // 4), max(17, config.seq_len - 48))  # leave room for template + answer
+        low = max(32, config.seq_len // 4)  # a fact needs ~25 tokens; leave ~48 for template, question, answer
+        lengths = (low, max(low, config.seq_len - 48))
         return instruction_mix(config.n_documents, config.long_fraction, lengths, config.data_seed), Counter()
     return load_examples(config.instructions)
 
@@ -319,5 +327,5 @@ def _run_sft(args) -> int:
 
 
 __all__ = ["Batch", "Batches", "GENERATED", "IGNORE", "INST_TEMPLATE", "SFTLoss", "collate", "encode_example",
-           "encode_examples", "group_size_of", "masked_lm_loss", "padded_length", "sft_config", "sft_examples",
+           "encode_examples", "group_size_of", "hidden_states", "masked_lm_loss", "padded_length", "sft_config", "sft_examples",
            "train_sft", "with_chat_template"]
