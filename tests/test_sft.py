@@ -232,3 +232,13 @@ def test_train_sft_runs_resumes_and_reports(tmp_path):
 
 def test_exact_match_rule():
     assert exact_match(" 48215<|im_end|>", "48215") and not exact_match("4821", "48215")
+
+
+def test_cli_sft_is_registered_and_refuses_a_missing_file(tmp_path, capsys):
+    from longlora_kit.cli import build_parser, main
+
+    args = build_parser().parse_args(["sft", "--base", str(tmp_path), "--long-fraction", "0"])
+    assert args.func.__name__ == "_run_sft" and args.long_fraction == 0.0
+    code = main(["sft", "--base", str(tmp_path), "--instructions", str(tmp_path / "none.json"), "--out",
+                 str(tmp_path / "out"), "--profile", "smoke"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err

@@ -68,15 +68,16 @@ def accuracy_grid(model, tokenizer, lengths, depths, trials: int = 4, seed: int 
 
 
 def mix_effect(base_model: str, out_dir: str, fractions=(0.0, 0.75), profile: str | None = None,
-               **overrides) -> dict:
+               grid: dict | None = None, **overrides) -> dict:
     """SFT ``base_model`` once per long fraction (0 = short instructions only); accuracy grids before and
-    after each, written to ``out_dir/sft_mix.json`` (atomically) and returned."""
+    after each (``grid``: lengths, depths, trials; default :func:`grid_settings`), written to
+    ``out_dir/sft_mix.json`` (atomically) and returned."""
     from .chat import load_chat_model
     from .runs import write_text
     from .sft import sft_config, train_sft
 
     config = sft_config(base_model, str(Path(out_dir) / "unused"), profile=profile, **overrides)
-    grid = grid_settings(config.seq_len, profile)
+    grid = grid or grid_settings(config.seq_len, profile)
     model, tokenizer = load_chat_model(base_model)
     record = {"base_model": str(base_model), "grid": grid, "before": accuracy_grid(model, tokenizer, **grid), "after": {}}
     for fraction in fractions:
