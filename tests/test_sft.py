@@ -230,6 +230,19 @@ def test_train_sft_runs_resumes_and_reports(tmp_path):
     assert len(grid["accuracy"]) == 2 and len(grid["answers"]) == 2
 
 
+def test_changed_instruction_data_is_a_different_run(tmp_path):
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([{"instruction": "Repeat 7.", "output": "7"}] * 4))
+    config = TrainConfig(out_dir=str(tmp_path / "sft"), instructions=str(data), seq_len=32, max_steps=1, batch_size=2,
+                         progress=False, measure_memory=False, attention="s2_attn",
+                         model_overrides=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                              num_attention_heads=2, num_key_value_heads=2))
+    train_sft(config)
+    data.write_text(json.dumps([{"instruction": "Repeat 8.", "output": "8"}] * 4))  # same config, new data
+    with pytest.raises(ValueError, match="samples_sha256"):
+        train_sft(config)  # refused, never a stale reload of the old run
+
+
 def test_exact_match_rule():
     assert exact_match(" 48215<|im_end|>", "48215") and not exact_match("4821", "48215")
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -235,14 +236,10 @@ def sft_examples(config: TrainConfig) -> tuple[list[Example], Counter]:
     return load_examples(config.instructions)
 
 
-def instructions_hash(config: TrainConfig) -> str | None:
-    """Content hash of an instruction file or folder (part of the run's fingerprint), None if generated."""
-    from .runs import content_hash
-
-    path = Path(config.instructions)
-    if config.instructions == GENERATED:
-        return None
-    return content_hash(path) if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+def samples_hash(samples: list[tuple]) -> str:
+    """Content hash of the encoded samples (data, prompt template and tokenizer in one): part of the run's
+    fingerprint, so changed data is a different run, never a stale reload."""
+    return hashlib.sha256(json.dumps(samples).encode()).hexdigest()
 
 
 def train_sft(config: TrainConfig):
@@ -267,7 +264,7 @@ def train_sft(config: TrainConfig):
               "long": sum(e.kind == "long" for e in examples), "short": sum(e.kind == "short" for e in examples)}
     if not samples:
         raise ValueError(f"no usable examples in instructions={config.instructions!r} (skipped: {dict(skipped)})")
-    fingerprint = {**runs.run_fingerprint(config, tokenizer), "instructions_sha256": instructions_hash(config)}
+    fingerprint = {**runs.run_fingerprint(config, tokenizer), "samples_sha256": samples_hash(samples)}
     out, out_state = runs.check_out_dir(config, fingerprint)
     if out_state == "finished":
         from .train import load_result
@@ -327,5 +324,5 @@ def _run_sft(args) -> int:
 
 
 __all__ = ["Batch", "Batches", "GENERATED", "IGNORE", "INST_TEMPLATE", "SFTLoss", "collate", "encode_example",
-           "encode_examples", "group_size_of", "hidden_states", "masked_lm_loss", "padded_length", "sft_config", "sft_examples",
+           "encode_examples", "group_size_of", "hidden_states", "masked_lm_loss", "padded_length", "samples_hash", "sft_config", "sft_examples",
            "train_sft", "with_chat_template"]

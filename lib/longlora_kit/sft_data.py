@@ -23,7 +23,11 @@ one record hidden at a chosen depth, and asks for it; :func:`short_instruction` 
 
 >>> qa = document_question(length=64, depth=0.5, seed=0)
 >>> qa.question, qa.answer, 56 <= approx_tokens(qa.document) <= 64
-('What is the fern key?', '60473', True)
+('What is the fern key?', 'The fern key is 60473.', True)
+
+The answer is a sentence in the corpus's own words (``What is the fern key? The fern key is 60473.``),
+so a model pre-trained on that corpus can answer with the copy it already learned; what SFT adds is
+answering after the prompt format, about a fact anywhere in a long document.
 """
 
 from __future__ import annotations
@@ -153,12 +157,13 @@ def load_examples(path: str | Path, on_bad: str = "skip") -> tuple[list[Example]
 
 @dataclass(frozen=True)
 class DocumentQuestion:
-    """A long document, a question about one fact in it, and the answer; ``depth`` = where the fact sits
-    (0 = start, 1 = end), ``length`` = the document's size in approximate tokens."""
+    """A long document, a question about one fact in it, the answer (a sentence) and the ``key`` it
+    names; ``depth`` = where the fact sits (0 = start, 1 = end), ``length`` = approximate tokens."""
 
     document: str
     question: str
     answer: str
+    key: str
     depth: float
     length: int
 
@@ -188,7 +193,7 @@ def document_question(length: int, depth: float, seed: int = 0) -> DocumentQuest
         used += approx_tokens(sentence)
     at = round(depth * len(filler))  # a sentence boundary near the requested depth
     document = " ".join(filler[:at] + [fact] + filler[at:])
-    return DocumentQuestion(document, f"What is the {name} key?", key, depth, length)
+    return DocumentQuestion(document, f"What is the {name} key?", f"The {name} key is {key}.", key, depth, length)
 
 
 def short_instruction(seed: int = 0) -> Example:
@@ -208,7 +213,7 @@ def short_instruction(seed: int = 0) -> Example:
         user, answer = f"Repeat this number: {key}.", key
     else:
         name, key = rng.choice(RECORD_NAMES), random_key(rng)
-        user, answer = f"{record_sentence(name, key)}\n\nWhat is the {name} key?", key
+        user, answer = f"{record_sentence(name, key)}\n\nWhat is the {name} key?", f"The {name} key is {key}."
     return Example(({"role": "user", "content": user}, {"role": "assistant", "content": answer}), "short")
 
 

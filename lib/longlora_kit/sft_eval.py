@@ -23,10 +23,14 @@ def exact_match(generated: str, answer: str) -> bool:
 
     >>> exact_match("48215", "48215"), exact_match(" 48215. The", "48215"), exact_match("482153", "48215")
     (True, True, False)
-    >>> exact_match("The key is 48215", "48215")  # the format is part of what SFT teaches
+    >>> exact_match("The pass key is 48215. The", "The pass key is 48215.")
+    True
+    >>> exact_match("48215", "The pass key is 48215.")  # the answer's form is part of what SFT teaches
     False
     """
-    return re.match(re.escape(answer.strip()) + r"(\W|$)", generated.strip()) is not None
+    answer = answer.strip()
+    boundary = r"(\W|$)" if answer[-1:].isalnum() else ""  # "48215" must not go on; "...48215." ends itself
+    return re.match(re.escape(answer) + boundary, generated.strip()) is not None
 
 
 def grid_settings(seq_len: int, profile: str | None = None) -> dict:
