@@ -206,7 +206,7 @@ def sft_config(base_model: str = "runs/extend/model", out_dir: str = "runs/sft",
 
     fields = dict(
         out_dir=out_dir, base_model=base_model, instructions=instructions, method="lora+", attention="s2_attn",
-        lr=1e-3, lr_schedule="constant", long_fraction=0.75,
+        lr=5e-4, lr_schedule="constant", long_fraction=0.75,  # 1e-3 measured worse on the tiny Llama (exact match 0.30 vs 0.45)
         warmup_steps=pick({"smoke": 2, "workshop": 10, "full": 20}, profile),
         max_steps=pick({"smoke": 8, "workshop": 150, "full": 600}, profile),
         batch_size=pick({"smoke": 2, "workshop": 4, "full": 8}, profile),

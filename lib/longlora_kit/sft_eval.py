@@ -47,28 +47,36 @@ def grid_settings(seq_len: int, profile: str | None = None) -> dict:
 
 
 def accuracy_grid(model, tokenizer, lengths, depths, trials: int = 4, seed: int = HELD_OUT_SEED) -> dict:
-    """Exact-match accuracy ``[depth][length]`` on held-out document questions (JSON-ready), with every answer."""
+    """Exact-match accuracy ``[depth][length]`` on held-out document questions (JSON-ready), with every answer.
+
+    ``key_accuracy``: the first number in the reply is the key (the passkey test's score): retrieval
+    alone, forgiving a wrong name or form around it."""
     from .chat import answer
+    from .data import score_passkey
     from .sft import with_chat_template
     from .sft_data import document_question
 
     tokenizer = with_chat_template(tokenizer)
-    accuracy, answers = [], []
+    accuracy, key_accuracy, answers = [], [], []
     for d, depth in enumerate(depths):
-        row = []
+        row, key_row = [], []
         for n, length in enumerate(lengths):
-            hits = 0
+            hits = key_hits = 0
             for t in range(trials):
                 qa = document_question(length, depth, seed=seed + (d * len(lengths) + n) * trials + t)
                 reply = answer(model, tokenizer, qa.question, document=qa.document,
                                max_new_tokens=len(tokenizer(" " + qa.answer, add_special_tokens=False)["input_ids"]) + 2)
                 hits += exact_match(reply, qa.answer)
+                key_hits += score_passkey(reply, qa.key)
                 answers.append({"length": length, "depth": depth, "answer": qa.answer, "reply": reply})
             row.append(hits / trials)
+            key_row.append(key_hits / trials)
         accuracy.append(row)
-    mean = sum(map(sum, accuracy)) / (len(depths) * len(lengths))
-    return {"lengths": list(lengths), "depths": list(depths), "trials": trials, "accuracy": accuracy, "mean": mean,
-            "answers": answers}
+        key_accuracy.append(key_row)
+    cells = len(depths) * len(lengths)
+    return {"lengths": list(lengths), "depths": list(depths), "trials": trials, "accuracy": accuracy,
+            "mean": sum(map(sum, accuracy)) / cells, "key_accuracy": key_accuracy,
+            "key_mean": sum(map(sum, key_accuracy)) / cells, "answers": answers}
 
 
 def mix_effect(base_model: str, out_dir: str, fractions=(0.0, 0.75), profile: str | None = None,
