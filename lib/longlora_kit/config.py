@@ -78,6 +78,9 @@ class TrainConfig:
     n_documents: int = 400
     val_fraction: float = 0.05
     data_seed: int = 0
+    # --- instruction fine-tuning (sft.py): None = not an SFT run
+    instructions: str | None = None     # LongAlpaca .json / chat .jsonl / save_to_disk folder / "longqa"
+    long_fraction: float = 0.75         # "longqa": share of long-document QA (LongAlpaca-12k: 9k of 12k)
     # --- optimisation
     max_steps: int = 100
     batch_size: int = 8                 # sequences per micro-batch (per process)
@@ -222,6 +225,11 @@ def validate(config: TrainConfig) -> None:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     if not 0 < config.val_fraction < 1:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {config.val_fraction!r}")
+    if not (isinstance(config.long_fraction, (int, float)) and 0 <= config.long_fraction <= 1):
+        raise ValueError(f"long_fraction must lie in [0, 1] (share of long QA; LongAlpaca: 0.75), got {config.long_fraction!r}")
+    if config.instructions is not None and not (isinstance(config.instructions, str) and config.instructions.strip()):
+        raise ValueError(f"instructions={config.instructions!r} must name a .json / .jsonl file, a save_to_disk "
+                         "folder, or 'longqa' (or be None when not fine-tuning on instructions)")
     if is_s2(config.attention):
         check_group_size(config.seq_len, config.group_size_ratio)
     if config.target_length is not None and config.seq_len > config.target_length:

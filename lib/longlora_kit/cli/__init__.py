@@ -9,7 +9,7 @@ library it drives *inside* the function, so ``longlora-kit --help`` never loads 
 
 >>> sorted(build_parser()._subparsers._group_actions[0].choices)  # doctest: +NORMALIZE_WHITESPACE
 ['bench', 'chat', 'env', 'eval', 'export', 'extend', 'fetch', 'memory', 'pretrain', 'reproduce',
- 'tokenizer']
+ 'sft', 'tokenizer']
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import data, evaluate, experiments, export, memory, real_model, train
+from . import data, evaluate, experiments, export, memory, real_model, sft, train
 
 #: the command groups, in the order ``--help`` lists them
-GROUPS = (data, train, evaluate, memory, experiments, real_model, export)
+GROUPS = (data, train, sft, evaluate, memory, experiments, real_model, export)
 
 
 def _add_env(subparsers) -> None:
