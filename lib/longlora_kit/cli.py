@@ -25,6 +25,7 @@ REGISTRARS = [
     "longlora_kit.experiments.cli:register_reproduce",
     "longlora_kit.real_model:register_cli",
     "longlora_kit.chat:register_cli",
+    "longlora_kit.real_report:register_cli",
 ]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..profile import current_profile
-from . import bench_attention, bench_train
+from . import bench_attention, bench_real, bench_train
 from .execute import DEFAULT_CACHE_DIR, run_experiments
 from .report import DEFAULT_REPORT, tally, write_report
 from .tables import EXPERIMENT_KEYS
@@ -25,6 +25,7 @@ def register_bench(subparsers) -> None:
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     bench_train.register_cli(bench)
     bench_attention.register_cli(bench)
+    bench_real.register_cli(bench)
 
 
 def default_report_path(profile: str, only: Sequence[str] | None, cache_dir: str | Path) -> Path:
