@@ -71,7 +71,7 @@ def test_report_writes_resumes_and_never_recomputes(smollm2_folder, tmp_path, mo
     first["cells"]["ppl/python/pi/256"] = {"buckets": [0], "perplexity": [7.0], "overall": 7.0, "seconds": 0.0}
     real_report.write_json(out, first)
 
-    def refuse(self, cell):
+    def refuse(self, cell, on_record=None):
         raise AssertionError(f"recomputed {cell.key}")
 
     monkeypatch.setattr(real_report.Runner, "compute", refuse)

@@ -222,12 +222,13 @@ def load_s2_model(folder: str | Path, group_size_ratio: float = 0.25):
 
 
 def s2_finetune(model, train_ids: torch.Tensor, eval_windows: torch.Tensor, length: int, steps: int,
-                lr: float = 1e-4, eval_every: int = 5, seed: int = 0, log=print) -> list[dict]:
+                lr: float = 1e-4, eval_every: int = 5, seed: int = 0, log=print, on_record=None) -> list[dict]:
     """LoRA+ with S2-Attn for ``steps`` steps on random ``length``-token windows of ``train_ids``,
     measuring full-attention and S2 perplexity on ``eval_windows`` at step 0 and every ``eval_every``.
 
     Returns the history ``[{"step", "train_loss", "full", "s2"}, ...]``. ``model`` comes from
-    :func:`load_s2_model`; it is wrapped with LoRA+ in place.
+    :func:`load_s2_model`; it is wrapped with LoRA+ in place. ``on_record(history)`` is called after
+    every measurement (the report saves the curve so far: a killed run keeps it).
     """
     import time
 
@@ -242,6 +243,8 @@ def s2_finetune(model, train_ids: torch.Tensor, eval_windows: torch.Tensor, leng
         if step % eval_every == 0 or step == steps:
             ppl = attention_mode_perplexity(model, eval_windows, ("full", "s2"))
             history.append({"step": step, "train_loss": loss_value, **ppl, "seconds": time.perf_counter() - start})
+            if on_record is not None:
+                on_record(history)
             log(f"step {step}: train loss {loss_value:.3f}, full PPL {ppl['full']:.3f}, S2 PPL {ppl['s2']:.3f}")
         if step == steps:
             break

@@ -16,7 +16,9 @@ def _tokens(n: int) -> str:
 
 
 def _ppl_table(cells: dict, text: str) -> list[str]:
-    rows = {k: v for k, v in cells.items() if k.startswith(f"ppl/{text}/")}
+    order = list(METHOD_NAMES)
+    rows = {k: cells[k] for k in sorted((k for k in cells if k.startswith(f"ppl/{text}/")),
+                                        key=lambda k: (order.index(k.split("/")[2]), int(k.split("/")[3])))}
     if not rows:
         return []
     longest = max(len(v["perplexity"]) for v in rows.values())
@@ -81,6 +83,11 @@ def render(results: dict, planned: list[str]) -> str:
     lines += _passkey_table(cells) + _s2_tables(cells)
     missing = [k for k in planned if k not in cells]
     if missing:
-        lines += ["### Not computed yet", "", "Rerun the same command to compute them (finished cells are kept):", ""]
+        command = f"longlora-kit real-eval --profile {results.get('profile')} --out {results.get('out', 'PATH')}"
+        lines += ["### Not computed yet", "", f"`{command}` computes them (finished cells are kept; "
+                  "`--only PREFIX` picks some, e.g. `--only ppl/python/yarn/16384`):", ""]
         lines += [f"- `{k}`" for k in missing] + [""]
+        for key, v in results.get("partial", {}).items():  # a training run stopped part-way: its curve so far
+            lines += [f"Partial `{key}` (stopped): " + "; ".join(
+                f"step {h['step']}: full {h['full']:.2f}, S2 {h['s2']:.2f}" for h in v["history"]), ""]
     return "\n".join(lines)

@@ -80,8 +80,9 @@ def plan(profile: str | None = None) -> list[Cell]:
     cells += [Cell("passkey", n, m) for n in s["passkey_lengths"] if n > 8192 for m in s["passkey_methods"]]
     cells += [Cell("ppl", n, m, t) for t in s["texts"] if t != "python" for n in long_ or short
               for m in real_eval.ZERO_SHOT]
+    # within 8k dynamic NTK *is* the trained RoPE, so its passkey there would repeat extrapolation's
     cells += [Cell("passkey", n, m) for n in s["passkey_lengths"] if n <= 8192 for m in s["passkey_methods"]
-              if m != "extrapolation"]
+              if m not in ("extrapolation", "dynamic")]
     return cells
 
 
@@ -136,7 +137,7 @@ class Runner:
             self._model, self._method = real_eval.load_model(self.folder, method), method
         return self._model
 
-    def compute(self, cell: Cell) -> dict:
+    def compute(self, cell: Cell, on_record=None) -> dict:
         s, tok = self.settings, self.tokenizer
         if cell.kind == "ppl":
             ids = real_eval.text_tokens(cell.text, tok, cell.length)
@@ -154,7 +155,7 @@ class Runner:
         train_text = "\n\n".join(d for d in stdlib_documents(max_chars=1_000_000) if "class Decimal(" not in d)
         train_ids = torch_tensor(tok(train_text, add_special_tokens=False)["input_ids"])
         history = real_eval.s2_finetune(model, train_ids, windows, cell.length, s["train_steps"],
-                                        eval_every=s["eval_every"], log=self.log)
+                                        eval_every=s["eval_every"], log=self.log, on_record=on_record)
         return {"windows": n, "steps": s["train_steps"], "lr": 1e-4, "method": "lora+", "history": history}
 
 
@@ -172,7 +173,7 @@ def run(folder, out: str | Path = DEFAULT_OUT, profile: str | None = None, only=
     results = load_results(out)
     if results.get("profile", profile) != profile:
         raise ValueError(f"{out} holds a {results['profile']!r} run; pass another --out for profile={profile!r}")
-    results.update(profile=profile, model=str(folder), machine=machine())
+    results.update(profile=profile, model=Path(folder).name, machine=machine(), out=str(out))
     runner = None
     for cell in plan(profile):
         if cell.key in results["cells"] or (only and not any(cell.key.startswith(o) for o in only)):
@@ -180,7 +181,12 @@ def run(folder, out: str | Path = DEFAULT_OUT, profile: str | None = None, only=
         runner = runner or Runner(folder, profile, log)
         log(f"[real-eval] {cell.key} ...")
         start, load = time.perf_counter(), os.getloadavg()[0]
-        value = runner.compute(cell)
+        def keep_partial(history, key=cell.key):  # the training curve so far, saved as it grows
+            results.setdefault("partial", {})[key] = {"history": history}
+            write_json(out, results)
+
+        value = runner.compute(cell, keep_partial)
+        results.get("partial", {}).pop(cell.key, None)
         value.update(seconds=round(time.perf_counter() - start, 1), load_average=round(load, 2),
                      peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2))
         results["cells"][cell.key] = value
