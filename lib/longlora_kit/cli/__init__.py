@@ -8,8 +8,8 @@ library it drives *inside* the function, so ``longlora-kit --help`` never loads 
     longlora-kit --help       # every sub-command, with what it teaches
 
 >>> sorted(build_parser()._subparsers._group_actions[0].choices)  # doctest: +NORMALIZE_WHITESPACE
-['bench', 'chat', 'env', 'eval', 'export', 'extend', 'fetch', 'memory', 'pretrain', 'reproduce',
- 'sft', 'tokenizer']
+['bench', 'chat', 'env', 'eval', 'export', 'extend', 'fetch', 'memory', 'pretrain', 'real-eval',
+ 'reproduce', 'sft', 'tokenizer']
 """
 
 from __future__ import annotations

@@ -58,6 +58,16 @@ def add_commands(subparsers) -> None:
     p.add_argument("--note", default="", help="a sentence added under the table (e.g. machine load)")
     p.set_defaults(func=run_bench_attention)
 
+    p = benchmarks.add_parser("real", help="one LoRA+ step of the real SmolLM2-135M: S2-Attn vs full "
+                              "attention at 2k/4k/8k, beside the FLOP model's limit")
+    p.add_argument("--contexts", default="2048,4096,8192", help="comma-separated lengths (default %(default)s)")
+    p.add_argument("--steps", type=int, default=1, help="timed steps per setting (default 1)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--no-memory", action="store_true", help="skip the profiled step that measures peak memory")
+    p.add_argument("--model", default=None, help="model folder (default: the fetched SmolLM2)")
+    p.add_argument("--append", default=None, help="append the markdown table to this file (docs/benchmarks.md)")
+    p.set_defaults(func=run_bench_real)
+
 
 def run_reproduce(args) -> int:
     from ..experiments.execute import run_experiments
@@ -116,4 +126,21 @@ def run_bench_attention(args) -> int:
     if args.output != "-":
         write_section(args.output, section, device)
         print(f"wrote the table to {args.output}")
+    return 0
+
+
+def run_bench_real(args) -> int:
+    from ..experiments.bench_real import markdown_table, real_benchmark
+    from ..experiments.bench_train import machine_description
+    from ..real_model import fetch_smollm2
+
+    folder = args.model or fetch_smollm2()
+    contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
+    rows = real_benchmark(folder, contexts, steps=args.steps, warmup=args.warmup, memory=not args.no_memory,
+                          log=lambda m: print(m, flush=True))
+    table = markdown_table(rows, machine_description())
+    print(table)
+    if args.append:
+        with Path(args.append).open("a") as f:
+            f.write("\n" + table)
     return 0

@@ -1,4 +1,4 @@
-"""``longlora-kit fetch`` (a real pretrained model) and ``longlora-kit chat`` (talk to a model)."""
+"""``longlora-kit fetch`` (a real pretrained model), ``chat`` (talk to a model) and ``real-eval`` (measure it)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,32 @@ def add_commands(subparsers) -> None:
     p.add_argument("--question", default=None, help="answer this one question and exit (no interactive loop)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens")
     p.set_defaults(func=run_chat)
+
+    p = subparsers.add_parser(
+        "real-eval", help="the real model (SmolLM2-135M) zero-shot to 16k, passkey, S2-Attn at step 0 and after",
+        description="Perplexity by position (4k buckets, one forward) for extrapolation, PI, NTK-aware, dynamic "
+        "NTK and YaRN zero-shot; passkey over depths; S2 vs full vs no-shift attention at step 0 and during a "
+        "short LoRA+ S2 run. Resumable: every finished cell is saved in the JSON and skipped next time.",
+    )
+    p.add_argument("--profile", choices=("smoke", "workshop", "full"), default=None)
+    p.add_argument("--out", default=None, help="results JSON (markdown beside it); default docs/real_model.json "
+                   "for the full profile, else runs/real-eval/PROFILE/real_model.json")
+    p.add_argument("--only", nargs="+", default=None, metavar="PREFIX", help="only cells whose key starts so")
+    p.add_argument("--model", default=None, help="model folder (default: the fetched SmolLM2)")
+    p.set_defaults(func=run_real_eval)
+
+
+def run_real_eval(args) -> int:
+    from ..profile import current_profile
+    from ..real_model import fetch_smollm2
+    from ..real_report import DEFAULT_OUT, run
+
+    profile = current_profile(args.profile)
+    out = args.out or (DEFAULT_OUT if profile == "full" else Path("runs/real-eval") / profile / "real_model.json")
+    folder = args.model or fetch_smollm2()
+    run(folder, out, profile, args.only, log=lambda m: print(m, flush=True))
+    print(f"results: {out}\nreport: {Path(out).with_suffix('.md')}")
+    return 0
 
 
 def run_fetch(args) -> int:

@@ -37,7 +37,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lib/longlora_kit
 #: invalidating results. A file moved or renamed must be renamed here too (a test checks they exist).
 CODE_FILES = ("experiments/toy_runner.py", "train.py", "config.py", "build.py", "recipes.py", "runs/checkpoint.py",
               "runs/metrics.py", "evaluate.py", "data.py", "rope.py", "s2attn.py", "patterns.py", "lora.py",
-              "models.py", "tokenizer.py", "kernels/rows.py", "kernels/flash.py", "kernels/flex.py")
+              "models.py", "tokenizer.py", "kernels/rows.py", "kernels/flash.py", "kernels/flex.py", "families.py")
 
 
 def code_version(files: Sequence[str] = CODE_FILES) -> str:
