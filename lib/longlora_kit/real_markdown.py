@@ -60,10 +60,14 @@ def _s2_tables(cells: dict) -> list[str]:
         if key.startswith("s2_train/"):
             lines += [f"### LoRA+ with S2-Attn, {v['steps']} steps at {key.split('/')[1]} tokens (lr {v['lr']})", "",
                       "| step | train loss (S2) | full-attention PPL | S2 PPL | seconds |", "|---|---|---|---|---|"]
-            lines += [f"| {h['step']} | {h['train_loss']:.3f} | {h['full']:.2f} | {h['s2']:.2f} | {h['seconds']:.0f} |"
-                      for h in v["history"]]
+            lines += [f"| {h['step']} | {_loss(h['train_loss'])} | {h['full']:.2f} | {h['s2']:.2f} | {h['seconds']:.0f} |"
+                      for h in v["history"]]  # step 0 is before any training step: no loss yet
             lines.append("")
     return lines
+
+
+def _loss(value: float) -> str:
+    return "–" if value != value else f"{value:.3f}"  # NaN: no step taken yet
 
 
 def render(results: dict, planned: list[str]) -> str:

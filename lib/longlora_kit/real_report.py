@@ -189,6 +189,7 @@ def run(folder, out: str | Path = DEFAULT_OUT, profile: str | None = None, only=
         write_json(out, results)
         log(f"[real-eval] {cell.key} done in {value['seconds']} s")
     from .real_markdown import render
+    from .runs.atomic import write_text
 
-    out.with_suffix(".md").write_text(render(results, [c.key for c in plan(profile)]))
+    write_text(out.with_suffix(".md"), render(results, [c.key for c in plan(profile)]))
     return results
