@@ -53,4 +53,4 @@ def test_bench_is_a_group_of_benchmarks():
     parser = cli.build_parser()
     bench = next(a for a in parser._subparsers._group_actions[0].choices["bench"]._actions
                  if a.dest == "benchmark")
-    assert set(bench.choices) == {"train", "attention"}
+    assert set(bench.choices) == {"train", "attention", "real"}
