@@ -125,8 +125,6 @@ def test_passkey_heatmaps_show_the_accuracy_grid():
     result = evaluate.PasskeyResult(lengths=[64, 128], depths=[0.0, 1.0], trials=2, accuracy=[[1.0, 0.5], [0.0, 1.0]])
     fig = viz.passkey_heatmaps({"base": result, "LongLoRA": result})
     assert [[list(r) for r in t.z] for t in fig.data] == [[[1.0, 0.5], [0.0, 1.0]]] * 2 and list(fig.data[0].x) == ["64", "128"]
-    # the old spellings still work until the notebooks call viz
-    assert evaluate.passkey_heatmaps is viz.passkey_heatmaps and evaluate.perplexity_figure is viz.perplexity_figure
 
 
 # ----------------------------------------------------------------------------- `longlora-kit eval` input

@@ -53,7 +53,7 @@ def test_records_are_written_atomically_and_checked_on_load(tmp_path):
 #: CODE_FILES: a choice, not an accident.
 NOT_HASHED = {"longlora_kit", "longlora_kit.architectures", "longlora_kit.experiments.claims",
               "longlora_kit.presets", "longlora_kit.profile", "longlora_kit.utils", "longlora_kit.kernels",
-              "longlora_kit.viz", "longlora_kit.real_model", "longlora_kit.measure", "longlora_kit.memory",
+              "longlora_kit.real_model",
               # its numbers reach a run through the settings, which are in the key already
               "longlora_kit.budgets",
               # the run folder's bookkeeping: where files go, how they are written and claimed, not what they hold

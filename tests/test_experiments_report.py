@@ -6,6 +6,7 @@ import math
 import pytest
 from experiments_fake import CALLS, run
 
+from longlora_kit import viz
 from longlora_kit.experiments import report
 from longlora_kit.experiments.claims import Stats
 from longlora_kit.experiments.tables import EXPERIMENTS
@@ -56,11 +57,11 @@ def test_table_cells_show_mean_and_spread():
 
 def test_figure_has_error_bars_and_paper_markers(tmp_path):
     results = run(tmp_path, only=["table6", "passkey"])
-    fig = report.figure(results["experiments"][0])
+    fig = viz.experiment_figure(results["experiments"][0])
     bars = [t for t in fig.data if t.type == "bar"]
     markers = [t for t in fig.data if t.type == "scatter"]
     assert len(bars) == 2 and len(markers) == 2  # ppl_sparse and ppl, ours and the paper's
     assert all(len(b.error_y.array) == 6 for b in bars)
     assert math.isclose(bars[1].y[0], 1.0) and math.isclose(markers[1].y[0], 1.0)  # S2 is the baseline
-    passkey = report.figure(results["experiments"][1])
+    passkey = viz.experiment_figure(results["experiments"][1])
     assert [t.type for t in passkey.data] == ["bar"] * 3  # no published numbers to mark

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from longlora_kit import lora, memory, s2attn, utils
+from longlora_kit import lora, memory, s2attn
 from longlora_kit.architectures import architecture_config, meta_model
 from longlora_kit.cli import main
 from longlora_kit.measure import measured_training_peak
@@ -208,9 +208,6 @@ def test_memory_builds_no_model_at_import():
     assert names <= set(sys.stdlib_module_names) | {"__future__"} and package <= {"config"}, (names, package)
     names, package = _top_level_imports(config.__file__)
     assert names <= set(sys.stdlib_module_names) | {"__future__"} and not package, (names, package)
-    # the old spellings keep working (lazily) until the notebooks move to the new homes
-    assert memory.measure_peak_cpu is utils.measure_peak_cpu
-    assert memory.measured_training_peak is measured_training_peak
 
 
 def test_measure_peak_cpu_counts_a_known_allocation():

@@ -6,7 +6,6 @@ import pytest
 
 from longlora_kit import viz
 from longlora_kit.checks import claim
-from longlora_kit.experiments import report
 from longlora_kit.experiments.claims import Stats
 from longlora_kit.memory import GIB, estimate_memory, table12_comparison
 from longlora_kit.presets import get_preset
@@ -47,7 +46,6 @@ def test_experiment_figure_shows_ratios_to_the_baseline_with_error_bars():
     assert list(diamonds.y) == [1.0, None]  # the paper's numbers, relative to its own baseline
     accuracy = viz.experiment_figure(_experiment("passkey@1x"))  # accuracies: as they are
     assert math.isclose(accuracy.data[0].y[1], 3.15) and accuracy.layout.shapes == ()
-    assert report.figure is viz.experiment_figure  # the old name still works
 
 
 def test_memory_figure_stacks_the_estimate_and_says_whether_it_fits():

@@ -332,14 +332,3 @@ def save_evals(evals: list[ModelEval], path: str | Path) -> Path:
     tmp.write_text(json.dumps(rows, indent=2) + "\n")
     os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never half of one
     return path
-
-
-def __getattr__(name: str):
-    """The figures moved to ``viz``; the old spellings keep working until the notebooks move."""
-    if name in ("passkey_heatmaps", "perplexity_figure"):
-        from . import viz
-
-        return getattr(viz, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-

@@ -398,19 +398,6 @@ def mfu(tokens_per_second: float, config, context: int, attention: str, peak_flo
 
 # ---------------------------------------------------------------------------------------------- moved
 
-def __getattr__(name: str):
-    """Old homes of two measuring helpers, kept working lazily (memory itself never builds a model)."""
-    if name == "measure_peak_cpu":
-        from .utils import measure_peak_cpu
-
-        return measure_peak_cpu
-    if name == "measured_training_peak":
-        from .measure import measured_training_peak
-
-        return measured_training_peak
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ---------------------------------------------------------------------------------------------- paper
 
 #: Table 12 (7B, 8xA100, FA2, ZeRO-2, gradient checkpointing): GB per GPU; None = OOM.
@@ -457,5 +444,3 @@ def table12_comparison(config=None, contexts=(8192, 16384, 32768, 65536)) -> lis
 
 def _to_gb(nbytes: int) -> float:
     return nbytes / 1e9
-
-

@@ -41,7 +41,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
@@ -326,24 +325,10 @@ def load_result(out_dir: str | Path) -> TrainResult:
     return TrainResult(model=model, tokenizer=tokenizer, losses=losses, **fields)
 
 
-def plot_losses(runs: dict[str, str | Path | TrainResult], smooth: int = 1):  # noqa: F811 (the parameter)
-    """A plotly figure of training loss vs step for ``{label: out_dir or TrainResult}``."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for label, run in runs.items():
-        losses = run.losses if isinstance(run, TrainResult) else [r["loss"] for r in read_metrics(run)]
-        values = np.convolve(losses, np.ones(smooth) / smooth, mode="valid") if smooth > 1 else losses
-        fig.add_trace(go.Scatter(x=list(range(smooth, len(losses) + 1)), y=list(values), name=label, mode="lines"))
-    fig.update_layout(xaxis_title="step", yaxis_title="training loss (nats/token)", height=350,
-                      margin=dict(l=50, r=20, t=30, b=40))
-    return fig
-
-
 __all__ = [
     "ADAPTER_DIR", "CHECKPOINT_DIR", "CONFIG_FILE", "METRICS_FILE", "MODEL_DIR", "RESULT_FILE", "LossModule",
     "TrainConfig", "TrainResult", "batch_indices", "build_for_training", "causal_lm_of", "check_group_size",
     "chunked_causal_lm_loss", "extension_config", "load_checkpoint", "load_result", "lr_factor", "model_loss",
-    "plot_losses", "pretrain_config", "read_metrics", "recipe", "save_checkpoint", "train",
+    "pretrain_config", "read_metrics", "recipe", "save_checkpoint", "train",
     "training_blocks", "training_loop",
 ]

@@ -163,15 +163,3 @@ def load_results(path: str | Path = DEFAULT_RESULTS) -> dict:
     if not path.is_file():
         raise ValueError(f"no results at {path}; produce them with `longlora-kit reproduce`")
     return json.loads(path.read_text())
-
-
-# ---------------------------------------------------------------------------------------------- moved
-
-def __getattr__(name: str):
-    """``figure`` moved to ``viz.experiment_figure`` (every plotly figure lives in ``viz``); the old name
-    keeps working."""
-    if name == "figure":
-        from ..viz import experiment_figure
-
-        return experiment_figure
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
