@@ -92,8 +92,9 @@ def train_step_benchmark(config, context: int, method: str = "lora+", attention:
     from transformers import LlamaForCausalLM
 
     from .. import lora
-    from ..memory import estimate_memory, measure_peak_cpu, mfu
+    from ..memory import estimate_memory, mfu
     from ..train import model_loss
+    from ..utils import measure_peak_cpu
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
