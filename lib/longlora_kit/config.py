@@ -1,7 +1,7 @@
 """What a training run is: :class:`TrainConfig` (its settings), :class:`TrainResult` (what it gave).
 
 These dataclasses sit *below* every module that uses them (``train``, ``runs``' callers, ``presets``,
-``reproduce_runner``), so none of those has to import ``train`` just to name a setting.
+``experiments.toy_runner``), so none of those has to import ``train`` just to name a setting.
 
 A config is checked as a whole by :func:`validate` before anything is written, so a bad value fails
 on the spot with the field's name and the fix, not at the first step of a run that already claimed
