@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -328,7 +327,6 @@ def save_evals(evals: list[ModelEval], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"name": e.name, "perplexity": e.perplexity, "answer_nll": e.answer_nll, "passkey": asdict(e.passkey)}
             for e in evals]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(rows, indent=2) + "\n")
-    os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never half of one
-    return path
+    from .runs.atomic import write_text
+
+    return write_text(path, json.dumps(rows, indent=2) + "\n")  # a reader sees the old file or the new one

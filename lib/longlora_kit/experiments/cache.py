@@ -23,8 +23,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -104,26 +102,18 @@ def load_record(path: Path, key: str) -> dict | None:
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``: a reader
-    (or a run killed half-way) sees the old file or the new one, never half of one.
+    """Write ``text`` to ``path`` (making its folder) with ``runs.atomic.write_text``: a reader (or a run
+    killed half-way) sees the old file or the new one, never half of one.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
     ...     write_atomic(Path(d) / "a" / "b.md", "hello\\n").read_text()
     'hello\\n'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared and committed
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ..runs.atomic import write_text  # the kit's one atomic-write helper
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_text(path, text)
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:
