@@ -9,17 +9,6 @@ from longlora_kit import chat, cli, rope
 
 SMOKE = os.environ.get("LONGLORA_KIT_PROFILE", "smoke") == "smoke"
 
-FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-
-
-def passkey_document(tokenizer, n_tokens: int, key: str, depth: float = 0.5) -> str:
-    """PI-paper style haystack of about ``n_tokens`` tokens with the pass key at ``depth``."""
-    per_filler = len(tokenizer(FILLER * 10, add_special_tokens=False)["input_ids"]) / 10  # in context
-    repeats = int(n_tokens / per_filler)
-    cut = int(repeats * depth)
-    needle = f"The pass key is {key}. Remember it. {key} is the pass key. "
-    return FILLER * cut + needle + FILLER * (repeats - cut)
-
 
 def test_capital_of_france(smollm2):
     model, tokenizer = smollm2
@@ -36,7 +25,7 @@ def test_prompt_uses_the_chat_template(smollm2):
 
 def test_a_prompt_longer_than_the_context_is_refused(smollm2):
     model, tokenizer = smollm2
-    document = passkey_document(tokenizer, 8300, "12345")  # past SmolLM2's 8192 positions
+    document = chat.passkey_document(tokenizer, 8300, "12345")  # past SmolLM2's 8192 positions
     with pytest.raises(ValueError, match=r"the prompt is \d+ tokens .* context is 8192 positions.*shorten"):
         chat.answer(model, tokenizer, "What is the pass key?", document=document, max_new_tokens=8)
 
@@ -65,7 +54,19 @@ def test_cli_names_a_missing_file(smollm2_folder, tmp_path, capsys):
 @pytest.mark.skipif(SMOKE, reason="6k-token prefill, ~70 s on one core; runs when LONGLORA_KIT_PROFILE != smoke")
 def test_passkey_in_a_6k_token_document(smollm2):
     model, tokenizer = smollm2
-    document = passkey_document(tokenizer, 6000, "71432", depth=0.4)
+    document = chat.passkey_document(tokenizer, 6000, "71432", depth=0.4)
     reply = chat.answer(model, tokenizer, "What is the pass key? Answer with the number only.",
                         document=document, max_new_tokens=12)
     assert "71432" in reply, reply
+
+
+def test_chat_box_answers_and_keeps_the_document_in_the_first_turn(smollm2):
+    model, tokenizer = smollm2
+    document = chat.passkey_document(tokenizer, 300, "40719")
+    box = chat.chat_box(model, tokenizer, document, max_new_tokens=12)
+    reply = box.ask("What is the pass key? Answer with the number only.")
+    assert "40719" in reply, reply
+    box.ask("Thank you.")
+    assert [m["role"] for m in box.history] == ["user", "assistant", "user", "assistant"]
+    assert box.history[0]["content"].startswith(document.strip()) and box.history[2]["content"] == "Thank you."
+    assert "model> " in box.children[1].outputs[0]["text"]  # the conversation shows in the box

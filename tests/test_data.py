@@ -82,6 +82,15 @@ def test_stdlib_documents_are_deterministic_and_long():
         data.stdlib_documents(min_chars=10**12)
 
 
+def test_training_sources_never_hold_the_real_model_evaluation_text():
+    from longlora_kit.real_eval import text_of
+
+    scored = text_of("python")  # _pydecimal.py, scored by `longlora-kit real-eval`
+    assert scored in data.stdlib_documents()  # it is a large stdlib file, so only the exclusion keeps it out
+    for source in ("stdlib", "mix"):
+        assert scored not in data.source_documents(source, n_documents=400)
+
+
 @pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
 def test_passkey_prompt_has_exact_length_and_key_at_depth(tokenizer, depth):
     prompt = data.passkey_prompt(tokenizer, 300, depth, seed=7)

@@ -103,3 +103,40 @@ def test_bench_real_runs_a_tiny_step_and_states_the_limit(smollm2_folder):
     assert (full["attention"], s2["attention"]) == ("full", "s2") and s2["speedup"] > 0
     assert 1 < s2["limit_model"] < s2["limit_hardware"] < 1.2  # attention is a sliver of 64 tokens
     assert "| 64 | s2 |" in bench_real.markdown_table(rows, "test machine")
+
+
+@pytest.fixture(scope="module")
+def extended_run(smollm2_folder, tmp_path_factory):
+    """`longlora-kit extend` on the real model, two tiny steps: PI 8k -> 16k, S2-Attn, LoRA+."""
+    from longlora_kit import recipes, train
+
+    out = tmp_path_factory.mktemp("extend") / "smollm2-16k"
+    config = recipes.extension_config(
+        base_model=str(smollm2_folder), out_dir=str(out), preset="smollm2-135m", seq_len=64, target_length=16384,
+        data="stdlib", n_documents=4, val_fraction=0.25, max_steps=2, grad_accum=1, warmup_steps=0, progress=False, measure_memory=False)
+    train.train(config)
+    return out
+
+
+def test_the_extended_model_is_reported_beside_the_zero_shot_methods(smollm2_folder, extended_run, tmp_path):
+    out = tmp_path / "r.json"
+    with pytest.raises(ValueError, match="holds no finished run"):
+        real_report.run(smollm2_folder, out, "smoke", extended=tmp_path, log=lambda m: None)
+    skipped = []
+    real_report.run(smollm2_folder, out, "smoke", only=["extension/"], log=skipped.append)  # no --extended
+    assert any("needs --extended" in m for m in skipped) and not out.exists()  # nothing computed
+
+    only = ["extension/", *(f"ppl/python/{m}/" for m in ("extrapolation", "pi", "yarn", "longlora"))]
+    results = real_report.run(smollm2_folder, out, "smoke", only=only, extended=extended_run, log=lambda m: None)
+    record = results["cells"]["extension/256"]
+    assert len(record["losses"]) == 2 and record["settings"]["rope_method"] == "linear"
+    assert record["settings"]["attention"] == "s2" and record["settings"]["method"] == "lora+"
+    trained = results["cells"]["ppl/python/longlora/256"]
+    assert trained["perplexity"] != results["cells"]["ppl/python/extrapolation/256"]["perplexity"]
+    markdown = out.with_suffix(".md").read_text()
+    assert "LongLoRA (PI x2 + S2-Attn + LoRA+, trained)" in markdown and "share of PI's loss won back" in markdown
+
+
+def test_the_extended_model_keeps_its_interpolated_rope(extended_run):
+    model = real_eval.load_model(extended_run / "model")
+    assert model.config.rope_parameters["rope_type"] == "linear" and model.config.rope_parameters["factor"] == 2.0

@@ -24,7 +24,7 @@ Readers of these tables (they keep their old names, so notebooks need not change
 preset built from it (``presets.get_preset("tiny")``); the toy reproduction
 (``experiments.toy_runner.settings_for``, derived from the recipe); ``evaluate.eval_settings``; the
 notebooks' sizes (``rope.notebook_sizes``, ``s2attn.notebook_settings``, ``lora.notebook_settings``,
-``presets.notebook_settings``).
+``presets.notebook_settings``, ``real_eval.notebook_settings``).
 """
 
 from __future__ import annotations
@@ -169,5 +169,13 @@ NOTEBOOK_06 = dict(
     run_documents=by(20, 200, 400), measure_context=by(128, 1024, 2048), measure_layers=2,
 )
 
-__all__ = ["EVAL", "NOTEBOOK_01", "NOTEBOOK_02", "NOTEBOOK_03", "NOTEBOOK_06", "REPRODUCE", "TINY_MODEL",
+#: notebook 07 (``real_eval.notebook_settings``): the live measurements on SmolLM2 (the 16k ones are recorded)
+NOTEBOOK_07 = dict(
+    ppl_length=by(256, 4096, 4096), bucket=by(64, 1024, 1024),   # zero-shot perplexity by position, one forward
+    passkey_length=by(256, 2048, 2048), passkey_depths=by((0.5,), (0.1, 0.5, 0.9), (0.1, 0.5, 0.9)),
+    s2_length=by(128, 1024, 2048),                               # S2 vs full vs no-shift at step 0
+    document_tokens=by(300, 6000, 6000),                         # the long document the chat answers about
+)
+
+__all__ = ["EVAL", "NOTEBOOK_01", "NOTEBOOK_02", "NOTEBOOK_03", "NOTEBOOK_06", "NOTEBOOK_07", "REPRODUCE", "TINY_MODEL",
            "TINY_RECIPE", "at", "by", "tiny_recipe"]

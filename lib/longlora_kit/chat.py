@@ -53,6 +53,21 @@ def context_limit(config) -> int:
     return limit
 
 
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+
+
+def passkey_document(tokenizer, n_tokens: int, key: str, depth: float = 0.5) -> str:
+    """A haystack of about ``n_tokens`` tokens (the Position Interpolation paper's filler) with the pass
+    key stated at ``depth`` (0 = first sentence, 1 = last): a long document to ask a question about."""
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"depth={depth} must lie in [0, 1]")
+    per_filler = len(tokenizer(FILLER * 10, add_special_tokens=False)["input_ids"]) / 10  # in context
+    repeats = max(1, int(n_tokens / per_filler))
+    cut = int(repeats * depth)
+    needle = f"The pass key is {key}. Remember it. {key} is the pass key. "
+    return FILLER * cut + needle + FILLER * (repeats - cut)
+
+
 def build_prompt(tokenizer, question: str, document: str | None = None, history=None) -> torch.Tensor:
     """The prompt's token ids, ``(1, L)``: chat template if the tokenizer has one, else plain text.
 
@@ -145,6 +160,12 @@ def default_model() -> Path:
     return smollm2_dir()
 
 
+def remember(history: list[dict], question: str, reply: str, document: str | None = None) -> None:
+    """Append one turn to ``history``; the document stays in the first user turn (as the model saw it)."""
+    first = f"{document.strip()}\n\n{question.strip()}" if document and not history else question.strip()
+    history += [{"role": "user", "content": first}, {"role": "assistant", "content": reply}]
+
+
 def chat_session(model, tokenizer, document: str | None = None, max_new_tokens: int = 256) -> None:
     """Ask questions on stdin until an empty line or Ctrl-D; the document goes into the first turn."""
     history: list[dict] = []
@@ -163,6 +184,39 @@ def chat_session(model, tokenizer, document: str | None = None, max_new_tokens: 
         except ValueError as err:  # too long: say so and keep the session
             print(f"\n[{err}]", file=sys.stderr)
             continue
-        # The document stays in the first user turn of the history.
-        first = f"{document.strip()}\n\n{question}" if document and not history else question
-        history += [{"role": "user", "content": first}, {"role": "assistant", "content": reply}]
+        remember(history, question, reply, document)
+
+
+def chat_box(model, tokenizer, document: str | None = None, max_new_tokens: int = 128):
+    """A small chat box for a notebook (ipywidgets): a question field, an Ask button, the answers.
+
+    Same :func:`answer` as the command line; the document (if any) goes into the first turn. Returns the
+    widget; ``box.ask(question)`` asks from code (what a test or a notebook cell can run).
+    """
+    import ipywidgets as widgets
+
+    history: list[dict] = []
+    question = widgets.Text(placeholder="Ask a question about the document", layout=widgets.Layout(width="70%"))
+    button = widgets.Button(description="Ask")
+    log = widgets.Output(layout=widgets.Layout(border="1px solid #ccc", padding="4px"))
+
+    def ask(text: str) -> str:
+        try:
+            reply = answer(model, tokenizer, text, document if not history else None, max_new_tokens, history=history)
+        except ValueError as err:  # too long or empty: show it, keep the session
+            reply = f"[{err}]"
+        else:
+            remember(history, text, reply, document)
+        log.append_stdout(f"you> {text}\nmodel> {reply}\n")
+        return reply
+
+    def on_ask(_):
+        if question.value.strip():
+            ask(question.value)
+            question.value = ""
+
+    button.on_click(on_ask)
+    box = widgets.VBox([widgets.HBox([question, button]), log])
+    box.ask, box.history = ask, history
+    return box
+

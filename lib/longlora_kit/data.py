@@ -228,14 +228,21 @@ def stream_answers(documents_ids: list[list[int]], tokenizer) -> tuple[torch.Ten
 # Real text: the local Python standard library
 # --------------------------------------------------------------------------------------------------
 
+#: Standard-library files the real model is evaluated on (``real_eval.text_of("python")``): training
+#: sources leave them out, so a perplexity measured on them is never on text the model trained on.
+EVALUATION_FILES = ("_pydecimal.py",)
+
+
 def stdlib_documents(max_documents: int | None = None, min_chars: int = 20_000,
-                     max_chars: int | None = None) -> list[str]:
+                     max_chars: int | None = None, exclude: tuple[str, ...] = ()) -> list[str]:
     """Source files of the local Python standard library as documents (top-level ``*.py``, sorted by
-    name, those with at least ``min_chars`` characters). Deterministic on one Python installation;
-    the content differs between Python versions, so nothing may rely on it exactly."""
+    name, those with at least ``min_chars`` characters, none named in ``exclude``). Deterministic on one
+    Python installation; the content differs between Python versions, so nothing may rely on it exactly."""
     root = Path(sysconfig.get_paths()["stdlib"])
     documents, total = [], 0
     for path in sorted(root.glob("*.py")):
+        if path.name in exclude:
+            continue
         text = path.read_text(encoding="utf-8", errors="replace")
         if len(text) < min_chars:
             continue
@@ -421,14 +428,16 @@ def load_hf_documents(name_or_path: str, split: str = "train", text_field: str |
 def source_documents(source: str, n_documents: int, seed: int = 0, max_distance: int | None = None) -> list[str]:
     """Documents for ``TrainConfig.data``: ``"synthetic"``, ``"stdlib"``, ``"mix"`` (half each), or
     ``"hf:<name or save_to_disk folder>"``. ``max_distance`` sets the synthetic corpus's longest gap
-    between two mentions of a key (``SyntheticSpec`` default when None)."""
+    between two mentions of a key (``SyntheticSpec`` default when None). Standard-library sources
+    leave out ``EVALUATION_FILES``."""
     if source == "synthetic":
         return synthetic_documents(n_documents, seed=seed, max_distance=max_distance)
     if source == "stdlib":
-        return stdlib_documents(max_documents=n_documents)
+        return stdlib_documents(max_documents=n_documents, exclude=EVALUATION_FILES)
     if source == "mix":
         half = max(1, n_documents // 2)
-        return synthetic_documents(half, seed=seed, max_distance=max_distance) + stdlib_documents(max_documents=half)
+        return synthetic_documents(half, seed=seed, max_distance=max_distance) + stdlib_documents(
+            max_documents=half, exclude=EVALUATION_FILES)
     if source.startswith("hf:"):
         return load_hf_documents(source[3:], max_documents=n_documents)
     raise ValueError(f"data={source!r} is not a source; use 'synthetic', 'stdlib', 'mix' or 'hf:<name or folder>'")

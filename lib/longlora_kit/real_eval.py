@@ -258,3 +258,15 @@ def s2_finetune(model, train_ids: torch.Tensor, eval_windows: torch.Tensor, leng
         loss_value = loss.item()
     set_attention_mode(model, "full")
     return history
+
+
+def notebook_settings(profile: str | None = None) -> dict:
+    """Sizes of notebook 07's live measurements (``budgets.NOTEBOOK_07``, by profile).
+
+    >>> notebook_settings("smoke")["ppl_length"], notebook_settings("workshop")["document_tokens"]
+    (256, 6000)
+    """
+    from .budgets import NOTEBOOK_07, at
+
+    return at(NOTEBOOK_07, profile)
+

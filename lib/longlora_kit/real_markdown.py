@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 METHOD_NAMES = {"extrapolation": "extrapolation (RoPE as trained)", "pi": "linear PI x2", "ntk": "NTK-aware x2",
-                "dynamic": "dynamic NTK x2", "yarn": "YaRN x2"}
+                "dynamic": "dynamic NTK x2", "yarn": "YaRN x2",
+                "longlora": "LongLoRA (PI x2 + S2-Attn + LoRA+, trained)"}
 
 
 def _tokens(n: int) -> str:
@@ -66,6 +67,59 @@ def _s2_tables(cells: dict) -> list[str]:
     return lines
 
 
+def won_back(base: float, zero_shot: float, trained: float) -> float:
+    """The share of a zero-shot method's loss that training recovers, in log-perplexity (nats per token):
+    ``(log zero_shot - log trained) / (log zero_shot - log base)``; 1 = back to the base model.
+
+    >>> round(won_back(8.0, 27.8, 8.0), 3), round(won_back(8.0, 27.8, 27.8), 3)
+    (1.0, 0.0)
+    """
+    import math
+
+    return (math.log(zero_shot) - math.log(trained)) / (math.log(zero_shot) - math.log(base))
+
+
+def _extension_tables(cells: dict) -> list[str]:
+    key = next((k for k in cells if k.startswith("extension/")), None)
+    if key is None:
+        return []
+    record, length = cells[key], int(key.split("/")[1])
+    c, losses = record["settings"], record["losses"]
+    lines = [f"### The LongLoRA extension: 8k -> {c['seq_len'] // 1024}k", "",
+             f"`longlora-kit extend` run `{record['run']}`: {c['rope_method']} RoPE to {c['target_length']}, "
+             f"{c['attention']} attention (group {c['group_size_ratio']} x L), {c['method']} (r={c['lora_r']}), "
+             f"lr {c['lr']} ({c['warmup_steps']} warm-up steps, then constant), {c['max_steps']} steps of "
+             f"{c['batch_size'] * c['grad_accum']} x {c['seq_len']} tokens of `{c['data']}` text "
+             f"(`_pydecimal.py` held out), gradient checkpointing {'on' if c['gradient_checkpointing'] else 'off'}.",
+             "", "| steps | tokens | training time | tokens/s | peak memory (one step) | trainable / total | "
+             "loss first -> last |", "|---|---|---|---|---|---|---|",
+             f"| {len(losses)} | {record['tokens']} | {record['train_seconds'] / 60:.0f} min | "
+             f"{record['tokens_per_second']:.0f} | {_mb(record['peak_memory_mb'])} | "
+             f"{record['trainable_parameters'] / 1e6:.1f} M / {record['total_parameters'] / 1e6:.1f} M | "
+             f"{losses[0]:.3f} -> {losses[-1]:.3f} |", ""]
+    for text in ("python", "prose"):
+        rows = {m: cells.get(f"ppl/{text}/{m}/{length}") for m in ("extrapolation", "pi", "yarn", "longlora")}
+        if any(v is None for v in rows.values()):
+            continue
+        n = len(rows["longlora"]["perplexity"])
+        heads = [f"{_tokens(b)}-{_tokens(b + rows['longlora']['buckets'][1])}" for b in rows["longlora"]["buckets"]]
+        lines += [f"How much of linear PI's zero-shot loss does LongLoRA win back ({text})? Share of the gap in "
+                  "log-perplexity between PI zero-shot and the base model, in the buckets the base model was "
+                  "trained on (`won_back`); past 8k the base model has no reference, so compare with YaRN.", "",
+                  "| | " + " | ".join(heads) + " |", "|---|" + "---|" * n]
+        for m in ("extrapolation", "pi", "yarn", "longlora"):
+            lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(f"{p:.2f}" for p in rows[m]["perplexity"]) + " |")
+        shares = [won_back(b, z, t) for b, z, t in zip(*(rows[m]["perplexity"] for m in ("extrapolation", "pi", "longlora")))]
+        within = [b < 8192 for b in rows["longlora"]["buckets"]]
+        lines += ["| LongLoRA: share of PI's loss won back | "
+                  + " | ".join(f"{x:.0%}" if ok else "–" for x, ok in zip(shares, within)) + " |", ""]
+    return lines
+
+
+def _mb(value) -> str:
+    return "–" if value is None else f"{value / 1024:.1f} GB"
+
+
 def _loss(value: float) -> str:
     return "–" if value != value else f"{value:.3f}"  # NaN: no step taken yet
 
@@ -84,7 +138,7 @@ def render(results: dict, planned: list[str]) -> str:
              "(`rope.extend_config`), no training.", ""]
     for text in ("python", "prose"):
         lines += _ppl_table(cells, text)
-    lines += _passkey_table(cells) + _s2_tables(cells)
+    lines += _passkey_table(cells) + _s2_tables(cells) + _extension_tables(cells)
     missing = [k for k in planned if k not in cells]
     if missing:
         command = f"longlora-kit real-eval --profile {results.get('profile')} --out {results.get('out', 'PATH')}"

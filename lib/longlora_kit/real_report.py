@@ -10,6 +10,10 @@ from the JSON alone. Cheap cells run first.
     longlora-kit real-eval --profile full        # docs/real_model.json + docs/real_model.md
     longlora-kit real-eval --profile smoke --out /tmp/r.json
 
+The LongLoRA cells (method ``longlora``: ``ppl/python/longlora/16384``, ``passkey/longlora/16384`` and
+``extension/16384``, the training run's own record) measure a model ``longlora-kit extend`` trained; they
+run when ``--extended RUN_DIR`` names that finished run.
+
 >>> [c.key for c in plan("smoke")][:2]
 ['ppl/python/extrapolation/256', 'ppl/python/pi/256']
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from . import real_eval
 from .profile import current_profile, pick
+from .runs.layout import CONFIG_FILE, MODEL_DIR, RESULT_FILE
 
 DEFAULT_OUT = Path("docs/real_model.json")
 ISSUE_NUMBERS = {  # issue 16, measured while preparing it (2-core CPU): PPL by 4k bucket at 16k; passkey
@@ -34,9 +39,13 @@ ISSUE_NUMBERS = {  # issue 16, measured while preparing it (2-core CPU): PPL by 
 }
 
 
+#: The trained model's method name: the folder ``longlora-kit extend`` wrote (``--extended RUN_DIR``).
+TRAINED = "longlora"
+
+
 @dataclass(frozen=True)
 class Cell:
-    kind: str            # "ppl", "passkey", "s2_step0", "s2_train"
+    kind: str            # "ppl", "passkey", "s2_step0", "s2_train", "extension"
     length: int
     method: str = "extrapolation"
     text: str = "python"
@@ -67,6 +76,14 @@ def settings(profile: str | None = None) -> dict:
     }, profile)
 
 
+def extension_cells(profile: str | None = None) -> list[Cell]:
+    """The cells of a model ``longlora-kit extend`` trained to the longest length (``--extended``)."""
+    s = settings(profile)
+    n = max(s["ppl_lengths"])
+    return ([Cell("extension", n, TRAINED)] + [Cell("ppl", n, TRAINED, t) for t in s["texts"]]
+            + [Cell("passkey", n, TRAINED)])
+
+
 def plan(profile: str | None = None) -> list[Cell]:
     """Every cell of a profile, cheapest first (what finishes first is what a killed run keeps)."""
     s = settings(profile)
@@ -82,7 +99,7 @@ def plan(profile: str | None = None) -> list[Cell]:
     # within 8k dynamic NTK *is* the trained RoPE, so its passkey there would repeat extrapolation's
     cells += [Cell("passkey", n, m) for n in s["passkey_lengths"] if n <= 8192 for m in s["passkey_methods"]
               if m not in ("extrapolation", "dynamic")]
-    return cells
+    return cells + extension_cells(profile)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,21 +137,28 @@ def machine() -> dict:
 class Runner:
     """Computes cells with one loaded model per RoPE method (loaded lazily, one at a time)."""
 
-    def __init__(self, folder, profile: str | None = None, log=print):
+    def __init__(self, folder, profile: str | None = None, log=print, extended=None):
         from transformers import AutoTokenizer
 
         self.folder, self.settings, self.log = Path(folder), settings(profile), log
+        self.extended = None if extended is None else Path(extended)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self._model, self._method = None, None
 
     def model(self, method: str):
         if self._method != method:
             self._model, self._method = None, None  # free the old one first
-            self._model, self._method = real_eval.load_model(self.folder, method), method
+            if method == TRAINED:  # its saved config carries the RoPE it was trained with
+                self._model = real_eval.load_model(self.extended / MODEL_DIR, "extrapolation")
+            else:
+                self._model = real_eval.load_model(self.folder, method)
+            self._method = method
         return self._model
 
     def compute(self, cell: Cell, on_record=None) -> dict:
         s, tok = self.settings, self.tokenizer
+        if cell.kind == "extension":
+            return extension_record(self.extended)
         if cell.kind == "ppl":
             ids = real_eval.text_tokens(cell.text, tok, cell.length)
             return real_eval.perplexity_by_position(self.model(cell.method), ids, s["bucket"])
@@ -155,17 +179,48 @@ class Runner:
         return {"windows": n, "steps": s["train_steps"], "lr": 1e-4, "method": "lora+", "history": history}
 
 
+def extension_record(run_dir) -> dict:
+    """What the extension run was and cost: its settings, per-step losses, time and peak memory."""
+    from .train import read_metrics
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    result = json.loads((run_dir / RESULT_FILE).read_text())
+    keep = ("seq_len", "target_length", "rope_method", "method", "attention", "group_size_ratio", "lr",
+            "warmup_steps", "max_steps", "batch_size", "grad_accum", "data", "lora_r", "lora_alpha",
+            "gradient_checkpointing")
+    settings_ = {k: config.get("settings", config).get(k) for k in keep}
+    metrics = read_metrics(run_dir)
+    return {"run": run_dir.name, "settings": settings_, "losses": [row["loss"] for row in metrics],
+            "train_seconds": result["seconds"], "tokens": result["tokens"],
+            "tokens_per_second": result["tokens_per_second"], "peak_memory_mb": result["peak_memory_mb"],
+            "trainable_parameters": result["trainable_parameters"], "total_parameters": result["total_parameters"]}
+
+
+def check_extended(run_dir) -> Path:
+    """``run_dir`` if it holds a finished ``longlora-kit extend`` run, else a clear error."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RESULT_FILE).is_file() or not (run_dir / MODEL_DIR / "config.json").is_file():
+        raise ValueError(f"--extended {run_dir} holds no finished run (no {RESULT_FILE} and {MODEL_DIR}/); "
+                         "pass the --out folder of a finished `longlora-kit extend`")
+    return run_dir
+
+
 def torch_tensor(ids):
     import torch
 
     return torch.tensor(ids, dtype=torch.long)
 
 
-def run(folder, out: str | Path = DEFAULT_OUT, profile: str | None = None, only=None, log=print) -> dict:
+def run(folder, out: str | Path = DEFAULT_OUT, profile: str | None = None, only=None, log=print,
+        extended=None) -> dict:
     """Compute every missing cell of ``profile`` (or those whose key starts with one of ``only``), saving
-    the JSON after each, then write the markdown beside it. Returns the results."""
+    the JSON after each, then write the markdown beside it. Returns the results.
+
+    ``extended``: the run folder of ``longlora-kit extend`` for the LongLoRA cells (skipped without it)."""
     profile = current_profile(profile)
     out = Path(out)
+    extended = None if extended is None else check_extended(extended)
     results = load_results(out)
     if results.get("profile", profile) != profile:
         raise ValueError(f"{out} holds a {results['profile']!r} run; pass another --out for profile={profile!r}")
@@ -174,7 +229,10 @@ def run(folder, out: str | Path = DEFAULT_OUT, profile: str | None = None, only=
     for cell in plan(profile):
         if cell.key in results["cells"] or (only and not any(cell.key.startswith(o) for o in only)):
             continue
-        runner = runner or Runner(folder, profile, log)
+        if cell.method == TRAINED and extended is None:
+            log(f"[real-eval] {cell.key}: skipped (needs --extended RUN_DIR, a finished `longlora-kit extend`)")
+            continue
+        runner = runner or Runner(folder, profile, log, extended)
         log(f"[real-eval] {cell.key} ...")
         start, load = time.perf_counter(), os.getloadavg()[0]
         def keep_partial(history, key=cell.key):  # the training curve so far, saved as it grows

@@ -36,6 +36,9 @@ def add_commands(subparsers) -> None:
                    "for the full profile, else runs/real-eval/PROFILE/real_model.json")
     p.add_argument("--only", nargs="+", default=None, metavar="PREFIX", help="only cells whose key starts so")
     p.add_argument("--model", default=None, help="model folder (default: the fetched SmolLM2)")
+    p.add_argument("--extended", default=None, metavar="RUN_DIR",
+                   help="the --out folder of a finished `longlora-kit extend` of this model: adds its cells "
+                   "(method longlora: perplexity and passkey at the longest length, the run's cost)")
     p.set_defaults(func=run_real_eval)
 
 
@@ -47,7 +50,7 @@ def run_real_eval(args) -> int:
     profile = current_profile(args.profile)
     out = args.out or (DEFAULT_OUT if profile == "full" else Path("runs/real-eval") / profile / "real_model.json")
     folder = args.model or fetch_smollm2()
-    run(folder, out, profile, args.only, log=lambda m: print(m, flush=True))
+    run(folder, out, profile, args.only, log=lambda m: print(m, flush=True), extended=args.extended)
     print(f"results: {out}\nreport: {Path(out).with_suffix('.md')}")
     return 0
 
