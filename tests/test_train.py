@@ -110,6 +110,35 @@ def test_a_killed_and_resumed_run_gives_the_same_curve(tmp_path, base_dir, metho
     assert torch.equal(resumed.model(ids).logits, straight.model(ids).logits)
 
 
+def test_an_engine_checkpoint_resumes_like_an_uninterrupted_run(tmp_path):
+    """The DeepSpeed / FSDP checkpoint (accelerator.save_state / load_state), forced in one process."""
+    import shutil
+    from types import SimpleNamespace
+
+    straight = train.train(micro_config(tmp_path / "straight"))
+    killed = train.train(micro_config(tmp_path / "resumed", stop_after=3, engine_checkpoint=True))
+    assert not killed.finished
+    checkpoint = tmp_path / "resumed" / "checkpoint"
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert (state["format"], state["step"], state["processes"]) == ("accelerate", 3, 1)
+    assert (checkpoint / "optimizer.bin").is_file() and not (checkpoint / "trainable.safetensors").exists()
+    assert not runs.atomic.leftovers(checkpoint)  # the temporary folder was swapped in
+    shutil.copytree(tmp_path / "resumed", tmp_path / "no-rng")
+    (tmp_path / "no-rng" / "checkpoint" / "random_states_0.pkl").unlink()  # accelerate would skip it silently
+    with pytest.raises(ValueError, match="random_states_0.pkl is damaged or missing"):
+        train.train(micro_config(tmp_path / "no-rng", engine_checkpoint=True))
+    with pytest.raises(ValueError, match=r"written another way.*'format': \('accelerate', 'kit'\)"):
+        train.train(micro_config(tmp_path / "resumed"))  # the kit's own format cannot read it
+    two = SimpleNamespace(distributed_type=SimpleNamespace(name="NO"), num_processes=2, process_index=0)
+    with pytest.raises(ValueError, match=r"written another way.*'processes': \(1, 2\)"):  # before load_state
+        runs.load_engine_checkpoint(checkpoint, two, None, micro_config(tmp_path / "resumed"))
+    resumed = train.train(micro_config(tmp_path / "resumed", engine_checkpoint=True))
+    assert resumed.resumed_from == 3
+    assert resumed.losses == straight.losses  # bit-identical on CPU
+    ids = torch.randint(0, 100, (1, 24))
+    assert torch.equal(resumed.model(ids).logits, straight.model(ids).logits)
+
+
 def test_extension_applies_position_interpolation_and_lora_plus(tmp_path, base_dir):
     result = train.train(micro_config(tmp_path, base_model=str(base_dir), target_length=128, seq_len=128,
                                       method="lora+", attention="s2", max_steps=2))

@@ -48,7 +48,8 @@ _OLD_ATTENTION = {"sdpa": "full", "s2_attn": "s2", "s2_attn_paper": "s2_paper"} 
 SCHEDULES = ("constant", "cosine")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 # Fields that change how a run is watched or stored, not what it computes: a run may resume with others.
-RUNTIME_FIELDS = ("out_dir", "save_every", "log_every", "progress", "stop_after", "overwrite", "measure_memory")
+RUNTIME_FIELDS = ("out_dir", "save_every", "log_every", "progress", "stop_after", "overwrite", "measure_memory",
+                  "engine_checkpoint")
 
 
 @dataclass
@@ -102,6 +103,7 @@ class TrainConfig:
     stop_after: int | None = None       # stop after this step as if killed (for resume tests)
     overwrite: bool = False             # replace a previous kit run in out_dir
     measure_memory: bool = True         # measure the peak memory of one training step
+    engine_checkpoint: bool = False     # checkpoint with accelerator.save_state even without DeepSpeed/FSDP
 
     def fingerprint(self) -> dict:
         """The fields that determine what the run computes (JSON-ready)."""

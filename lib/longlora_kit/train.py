@@ -23,7 +23,9 @@ the backward pass (activation checkpointing), so only one chunk of logits ever e
 **The run folder** (``out_dir``) is the ``runs`` package's job: checkpoints every ``save_every`` steps
 (and at the end), written atomically; a re-run resumes from the checkpoint with exactly the batches,
 weights and optimiser moments of an uninterrupted run (bit-identical losses on a CPU), or reloads a
-finished run; a run with other settings or inputs is refused. See docs/reliability.md.
+finished run; a run with other settings or inputs is refused. See docs/reliability.md. Under DeepSpeed
+or FSDP the optimiser state is sharded, so every process checkpoints through ``accelerator.save_state``
+and resumes through ``accelerator.load_state`` (``runs.checkpoint``; ``engine_checkpoint`` forces it).
 
 >>> config = TrainConfig(out_dir="runs/doc", max_steps=2, seq_len=32, batch_size=2,
 ...                      model_overrides=dict(hidden_size=32, num_hidden_layers=1), n_documents=20,
@@ -206,9 +208,13 @@ def training_loop(config, accelerator, model, loss_module, optimizer, scheduler,
     from . import lora
 
     out, main = Path(config.out_dir), accelerator.is_main_process
+    sharded = runs.uses_engine_state(accelerator, config)  # DeepSpeed / FSDP: each process holds a shard
     step, tokens, seconds, resumed_from = 0, 0, 0.0, None
     if (out / CHECKPOINT_DIR).is_dir():
-        state = load_checkpoint(out / CHECKPOINT_DIR, accelerator.unwrap_model(model), optimizer, scheduler, config)
+        if sharded:
+            state = runs.load_engine_checkpoint(out / CHECKPOINT_DIR, accelerator, scheduler, config)
+        else:
+            state = load_checkpoint(out / CHECKPOINT_DIR, accelerator.unwrap_model(model), optimizer, scheduler, config)
         step = resumed_from = state["step"]
         tokens, seconds = state["tokens"], state["seconds"]
     if main:
@@ -254,7 +260,9 @@ def training_loop(config, accelerator, model, loss_module, optimizer, scheduler,
         bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         bar.update(1)
         if (config.save_every and step % config.save_every == 0) or step == stop_at:
-            if main:
+            if sharded:  # every process writes its shard through accelerator.save_state
+                runs.save_engine_checkpoint(out, accelerator, scheduler, step, tokens, seconds, config)
+            elif main:
                 save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, step, tokens, seconds, config)
             accelerator.wait_for_everyone()
     bar.close()

@@ -29,6 +29,7 @@ HELP = {
     "base_model": "the model to extend (a save_pretrained folder)",
     "max_steps": "optimiser steps", "lr": "peak learning rate",
     "save_every": "checkpoint every N steps (0: only at the end)",
+    "engine_checkpoint": "checkpoint with accelerator.save_state, as DeepSpeed / FSDP runs always do",
     "overwrite": "replace a previous kit run in --out (only a folder the kit made, never one holding --base)",
     "method": " / ".join(METHODS), "attention": " / ".join(ATTENTIONS), "lr_schedule": " / ".join(SCHEDULES),
     "mixed_precision": " / ".join(MIXED_PRECISIONS), "target_length": "extended context (default: 4x the base's)",
