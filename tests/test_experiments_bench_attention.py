@@ -21,6 +21,9 @@ def test_benchmark_rows_and_markdown(tmp_path):
     text = out.read_text()
     assert text.count("## S2-Attn vs full causal attention") == 1 and "keep me" in text
     assert f"torch {torch.__version__}" in text and "| 128 | 32 |" in text and "| ceiling |" in text
+    assert "B=1, H=8, D=64, G=L/4" in text  # the shape measured, from the rows
+    other = BA.attention_benchmark([64], repeats=1, heads=4, head_dim=16, device="cpu", verbose=False)
+    assert "B=1, H=4, D=16, G=L/4" in BA.markdown_section(other, "cpu", repeats=1)
 
 
 def _ungroup(parts, heads, length, group):

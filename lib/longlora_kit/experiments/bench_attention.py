@@ -134,7 +134,7 @@ def attention_benchmark(lengths=None, repeats: int = 5, heads: int = 8, head_dim
             for name, step in steps.items():
                 times[name].append(_timed(step, device))
         full, s2, groups = (statistics.median(times[name]) for name in ("full", "s2", "groups"))
-        row = {"length": length, "group": group, "full_ms": 1000 * full, "s2_ms": 1000 * s2, "ratio": full / s2,
+        row = {"length": length, "group": group, "heads": heads, "head_dim": head_dim, "full_ms": 1000 * full, "s2_ms": 1000 * s2, "ratio": full / s2,
                "groups_ms": 1000 * groups, "ceiling": full / groups, "overhead": s2 / groups - 1,
                "spread": max(max(t) / min(t) for t in times.values())}
         rows.append(row)
@@ -148,11 +148,13 @@ def attention_benchmark(lengths=None, repeats: int = 5, heads: int = 8, head_dim
 def markdown_section(rows, device, repeats, backend="sdpa", note="") -> str:
     device = torch.device(device)
     dtype = "bf16" if device.type == "cuda" else "fp32"
+    shapes = sorted({(r["heads"], r["head_dim"]) for r in rows}) or [("?", "?")]
+    shape = ", ".join(f"H={h}, D={d}" for h, d in shapes)
     lines = [
         f"<!-- {SECTION} {device.type}: start -->",
         f"## S2-Attn vs full causal attention, forward + backward ({device.type})",
         "",
-        f"`longlora-kit bench attention`: B=1, H=8, D=64, G=L/4, {dtype}, "
+        f"`longlora-kit bench attention`: B=1, {shape}, G=L/4, {dtype}, "
         f"S2 backend `{backend}` (leak-free), median of {repeats} interleaved repeats. Limit: L/G = 4x. "
         "*Groups alone*: SDPA on S2's groups gathered beforehand; *ceiling* = full / groups alone, the best an "
         "S2 on this kernel can reach; *overhead* = S2 / groups alone - 1 (gather, scatter, half-group call).",
