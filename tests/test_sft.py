@@ -230,6 +230,32 @@ def test_train_sft_runs_resumes_and_reports(tmp_path):
     assert len(grid["accuracy"]) == 2 and len(grid["answers"]) == 2
 
 
+def test_cli_chat_asks_the_fine_tuned_model_about_a_file(tmp_path, capsys):
+    """`longlora-kit chat --model <sft run>/model --file doc.txt`: the saved tokenizer keeps the [INST]
+    template the model was trained with, so the command line prompts it exactly as training did."""
+    from longlora_kit import chat
+    from longlora_kit.cli import main
+    from longlora_kit.sft_data import document_question
+
+    config = TrainConfig(out_dir=str(tmp_path / "sft"), instructions="longqa", n_documents=12, seq_len=64,
+                         method="lora+", max_steps=1, batch_size=2, progress=False,
+                         model_overrides=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                              num_attention_heads=2, num_key_value_heads=2,
+                                              max_position_embeddings=64))
+    train_sft(config)
+    folder = tmp_path / "sft" / "model"
+    _, tokenizer = chat.load_chat_model(folder)
+    assert tokenizer.chat_template == INST_TEMPLATE
+    qa = document_question(length=32, depth=0.5, seed=7)
+    (tmp_path / "doc.txt").write_text(qa.document)
+    assert main(["chat", "--model", str(folder), "--file", str(tmp_path / "doc.txt"), "--question", qa.question,
+                 "--max-new-tokens", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "[document:" in captured.err and captured.out.strip()  # the reply streamed to stdout
+    prompt = tokenizer.decode(chat.build_prompt(tokenizer, qa.question, qa.document)[0])
+    assert prompt.startswith("[INST]") and qa.document.strip() in prompt
+
+
 def test_changed_instruction_data_is_a_different_run(tmp_path):
     data = tmp_path / "data.json"
     data.write_text(json.dumps([{"instruction": "Repeat 7.", "output": "7"}] * 4))
