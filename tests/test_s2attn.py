@@ -362,3 +362,26 @@ def test_one_s2_training_step_equals_the_dense_mask_reference(heads, variant):
     assert torch.isfinite(loss) and abs(loss.item() - want.item()) <= 1e-5
     for (name, a), b in zip(s2.named_parameters(), eager.parameters()):
         assert (a.grad - b.grad).abs().max().item() <= 1e-5, name
+
+
+def test_right_padded_leak_free_batches_take_the_fast_path_and_equal_the_dense_mask(monkeypatch):
+    """A right-padded key mask changes no real token's output under leak-free S2, so it is dropped (no O(L^2)
+    mask); left padding, holes and the paper's wrap-around keep the dense-mask path."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 32, 8) for _ in range(3))  # (B, H, L, D)
+    lengths = [13, 32, 5]
+    real = torch.tensor([[1] * n + [0] * (32 - n) for n in lengths], dtype=torch.bool)  # (B, L)
+    key_mask = real[:, None, None, :]  # (B, 1, 1, L)
+    dense = S.masked_attention(q, k, v, P.dense_mask(P.pattern_mask("s2", 8, 4, 32, "leak_free"), 4, 32) & key_mask)
+    calls = []
+    monkeypatch.setattr(S, "masked_attention", lambda *a, **kw: calls.append(1) or dense)
+    fast = S.s2_attention(q, k, v, 8, "leak_free", attention_mask=key_mask)
+    assert calls == []  # no dense mask was built
+    for row, n in enumerate(lengths):
+        torch.testing.assert_close(fast[row, :, :n], dense[row, :, :n], atol=1e-5, rtol=1e-5)
+    for mask, variant in [(real.flip(-1)[:, None, None, :], "leak_free"),                       # left padding
+                          (torch.tensor([[1] * 10 + [0] * 2 + [1] * 20] * 3, dtype=torch.bool)[:, None, None, :],
+                           "leak_free"),                                                              # a hole
+                          (key_mask, "paper")]:                                                       # wrap-around
+        S.s2_attention(q, k, v, 8, variant, attention_mask=mask)
+    assert len(calls) == 3

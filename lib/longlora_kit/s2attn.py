@@ -251,6 +251,24 @@ def _warn_flex_cpu_backward() -> None:
     )
 
 
+def right_padding_only(attention_mask: torch.Tensor, variant: str, pattern: str) -> bool:
+    """Whether a key-padding mask (B, 1, 1, L) can be dropped: every row is real tokens then padding, and
+    the groups are contiguous and causal (the leak-free variant of a grouped pattern). Then a real query
+    only ever sees earlier keys of its group, all real, so the mask changes no output a loss reads (padded
+    query rows compute garbage either way) and the fast O(L·G) path runs instead of a dense O(L²) mask.
+    The paper's variant wraps its first G/2 tokens around to the row's end, the padding: it keeps the mask.
+
+    >>> right_padding_only(torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)[:, None, None], "leak_free", "s2")
+    True
+    >>> right_padding_only(torch.tensor([[0, 1, 1, 1]], dtype=torch.bool)[:, None, None], "leak_free", "s2")  # left
+    False
+    """
+    if variant != "leak_free" or pattern not in GROUPED_PATTERNS or attention_mask.shape[-2] != 1:
+        return False
+    real = attention_mask.reshape(attention_mask.shape[0], -1).int()  # (B, L)
+    return bool((real[:, 1:] <= real[:, :-1]).all())
+
+
 def s2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group_size: int, variant: str = "leak_free",
                  backend: str = "sdpa", *, scaling: float | None = None, pattern: str = "s2",
                  attention_mask: torch.Tensor | None = None, dropout: float = 0.0,
@@ -266,7 +284,8 @@ def s2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group_size: 
     ``softcap`` runs :func:`reference_attention` with the dense mask (eager math, O(L^2) memory).
     ``pattern`` also takes the ablations of :mod:`longlora_kit.patterns` (``"pattern1"``,
     ``"pattern2"``, ``"dilated"``, ``"block_sparse"``, ``"stride_sparse"``) and ``"full"``; those and
-    padded batches run as SDPA with a dense mask. ``attention_mask``: optional bool ``(B, 1, L, L)`` or
+    padded batches run as SDPA with a dense mask, except right-padded leak-free ones
+    (:func:`right_padding_only`). ``attention_mask``: optional bool ``(B, 1, L, L)`` or
     key padding ``(B, 1, 1, L)`` (True = may attend), and-ed with the pattern. ``scaling`` defaults to
     ``1/sqrt(D)``.
 
@@ -300,6 +319,8 @@ def s2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group_size: 
             return masked_attention(q, k, v, mask, scaling=scaling, dropout=dropout)
         return reference_attention(q, k, v, mask, scaling, softcap=softcap, dropout=dropout)
 
+    if attention_mask is not None and right_padding_only(attention_mask, variant, pattern):
+        attention_mask = None  # the fast path gives every real token the same output (see right_padding_only)
     if backend == "flex":
         if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
             _warn_flex_cpu_backward()
