@@ -32,13 +32,6 @@ from .profile import current_profile, pick
 from .runs.layout import CONFIG_FILE, MODEL_DIR, RESULT_FILE
 
 DEFAULT_OUT = Path("docs/real_model.json")
-ISSUE_NUMBERS = {  # issue 16, measured while preparing it (2-core CPU): PPL by 4k bucket at 16k; passkey
-    "ppl/python/extrapolation/16384": [8.00, 5.56, 7.28, 687], "ppl/python/pi/16384": [27.8, 18.4, 20.3, 20.3],
-    "ppl/python/yarn/16384": [8.33, 5.71, 4.55, 4.15], "passkey/extrapolation/4096": "3/3",
-    "passkey/extrapolation/8192": "3/3",
-}
-
-
 #: The trained model's method name: the folder ``longlora-kit extend`` wrote (``--extended RUN_DIR``).
 TRAINED = "longlora"
 
