@@ -88,7 +88,7 @@ def _extension_tables(cells: dict) -> list[str]:
     lines = [f"### The LongLoRA extension: 8k -> {c['seq_len'] // 1024}k", "",
              f"`longlora-kit extend` run `{record['run']}`: {c['rope_method']} RoPE to {c['target_length']}, "
              f"{c['attention']} attention (group {c['group_size_ratio']} x L), {c['method']} (r={c['lora_r']}), "
-             f"lr {c['lr']} ({c['warmup_steps']} warm-up steps, then constant), {c['max_steps']} steps of "
+             f"lr {c['lr']} ({c['warmup_steps']} warm-up step{'' if c['warmup_steps'] == 1 else 's'}, then constant), {c['max_steps']} steps of "
              f"{c['batch_size'] * c['grad_accum']} x {c['seq_len']} tokens of `{c['data']}` text "
              f"(`_pydecimal.py` held out), gradient checkpointing {'on' if c['gradient_checkpointing'] else 'off'}.",
              "", "| steps | tokens | training time | tokens/s | peak memory (one step) | trainable / total | "
