@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+
 METHOD_NAMES = {"extrapolation": "extrapolation (RoPE as trained)", "pi": "linear PI x2", "ntk": "NTK-aware x2",
                 "dynamic": "dynamic NTK x2", "yarn": "YaRN x2",
                 "longlora": "LongLoRA (PI x2 + S2-Attn + LoRA+, trained)"}
@@ -74,8 +76,6 @@ def won_back(base: float, zero_shot: float, trained: float) -> float:
     >>> round(won_back(8.0, 27.8, 8.0), 3), round(won_back(8.0, 27.8, 27.8), 3)
     (1.0, 0.0)
     """
-    import math
-
     return (math.log(zero_shot) - math.log(trained)) / (math.log(zero_shot) - math.log(base))
 
 

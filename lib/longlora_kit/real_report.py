@@ -182,9 +182,8 @@ def extension_record(run_dir) -> dict:
     keep = ("seq_len", "target_length", "rope_method", "method", "attention", "group_size_ratio", "lr",
             "warmup_steps", "max_steps", "batch_size", "grad_accum", "data", "lora_r", "lora_alpha",
             "gradient_checkpointing")
-    settings_ = {k: config.get("settings", config).get(k) for k in keep}
-    metrics = read_metrics(run_dir)
-    return {"run": run_dir.name, "settings": settings_, "losses": [row["loss"] for row in metrics],
+    return {"run": run_dir.name, "settings": {k: config[k] for k in keep},
+            "losses": [row["loss"] for row in read_metrics(run_dir)],
             "train_seconds": result["seconds"], "tokens": result["tokens"],
             "tokens_per_second": result["tokens_per_second"], "peak_memory_mb": result["peak_memory_mb"],
             "trainable_parameters": result["trainable_parameters"], "total_parameters": result["total_parameters"]}
