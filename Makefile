@@ -55,13 +55,18 @@ tokenizer: $(STAMP)
 strip-notebooks: $(STAMP)
 	$(BIN)/nbstripout $(NBSTRIPOUT_FLAGS) notebooks/*.ipynb
 
+# Tests run side by side on JOBS pytest-xdist workers (the cores, at most 4), one torch thread each;
+# conftest.py makes a file (a test module, a notebook) one worker's unit of work. JOBS=1: one at a time.
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
+XDIST := -n $(JOBS)
+
 # tests/ and every docstring example in lib/longlora_kit (testpaths and --doctest-modules: pyproject.toml)
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST)
 
 notebooks: $(STAMP)
-	LONGLORA_KIT_PROFILE=smoke $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=600 -p no:cacheprovider notebooks
+	LONGLORA_KIT_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) --nbval-lax \
+		--nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks
 
 test: lint check-notebooks
 	LONGLORA_KIT_PROFILE=smoke $(MAKE) --no-print-directory unit notebooks

@@ -91,8 +91,9 @@ def test_committed_notebooks_are_clean():
 
 
 def test_docstring_examples_run_as_tests():
-    # `make unit` runs plain `pytest`: the library's worked examples are collected through this config
+    # `make unit` runs `pytest` without paths: the library's worked examples are collected through this config
     pytest_config = _pyproject()["tool"]["pytest"]["ini_options"]
     assert "--doctest-modules" in pytest_config["addopts"].split()
     assert "lib/longlora_kit" in pytest_config["testpaths"]
-    assert re.search(r"^unit:.*\n\t\$\(BIN\)/python -m pytest -q$", (ROOT / "Makefile").read_text(), re.M)
+    assert re.search(r"^unit:.*\n\tOMP_NUM_THREADS=1 \$\(BIN\)/python -m pytest -q \$\(XDIST\)$",
+                     (ROOT / "Makefile").read_text(), re.M)

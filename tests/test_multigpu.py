@@ -64,37 +64,44 @@ def _pretrain_on_two_processes(out: Path, *options: str) -> subprocess.Completed
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
-def test_two_cpu_processes_match_one(tmp_path):
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """One uninterrupted 2-process run of STEPS steps, shared: the reference of both tests below."""
+    out = tmp_path_factory.mktemp("two") / "straight"
+    proc = _pretrain_on_two_processes(out, "--steps", str(STEPS))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_two_cpu_processes_match_one(tmp_path, straight):
     from longlora_kit.train import pretrain_config, read_metrics, train
 
-    steps, per_process = 2, pretrain_config(profile="smoke").batch_size
-    single = train(pretrain_config(str(tmp_path / "one"), "tiny", "smoke", max_steps=steps,
+    per_process = pretrain_config(profile="smoke").batch_size
+    single = train(pretrain_config(str(tmp_path / "one"), "tiny", "smoke", max_steps=STEPS,
                                    batch_size=2 * per_process, progress=False, measure_memory=False))
 
-    proc = _pretrain_on_two_processes(tmp_path / "two", "--steps", str(steps))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    two = [row["loss"] for row in read_metrics(tmp_path / "two")]
-    assert len(two) == steps
+    two = [row["loss"] for row in read_metrics(straight)]
+    assert len(two) == STEPS
     assert two == pytest.approx(single.losses, rel=1e-5, abs=1e-5)
-    one_w, two_w = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    one_w, two_w = _weights(tmp_path / "one"), _weights(straight)
     assert one_w.keys() == two_w.keys()
     worst = max((one_w[k] - two_w[k]).abs().max().item() for k in one_w)
     assert worst < 1e-5, f"weights differ by {worst}"
     assert two[-1] < two[0]  # it trained: a run that never updated could not tell synced from unsynced
 
 
-def test_two_processes_killed_and_resumed_from_an_engine_checkpoint_match_an_uninterrupted_run(tmp_path):
+def test_two_processes_killed_and_resumed_from_an_engine_checkpoint_match_an_uninterrupted_run(tmp_path, straight):
     """Every process saves through ``accelerator.save_state`` (the DeepSpeed / FSDP path, forced with
     --engine-checkpoint; see the module docstring): stop after step 2, resume, finish step 4."""
     import json
 
     from longlora_kit.train import read_metrics
 
-    straight = _pretrain_on_two_processes(tmp_path / "straight", "--steps", "4")
-    assert straight.returncode == 0, straight.stderr[-3000:]
     run = tmp_path / "resumed"
-    killed = _pretrain_on_two_processes(run, "--steps", "4", "--stop-after", "2", "--engine-checkpoint")
+    killed = _pretrain_on_two_processes(run, "--steps", str(STEPS), "--stop-after", "2", "--engine-checkpoint")
     assert killed.returncode == 0, killed.stderr[-3000:]
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert {k: state[k] for k in ("format", "engine", "processes", "step")} == {
@@ -103,11 +110,11 @@ def test_two_processes_killed_and_resumed_from_an_engine_checkpoint_match_an_uni
         assert (run / "checkpoint" / name).is_file(), name  # one RNG file per process: both wrote
     assert not (run / "model").exists() and sorted(p.name for p in run.glob(".checkpoint*")) == []
 
-    resumed = _pretrain_on_two_processes(run, "--steps", "4", "--engine-checkpoint")
+    resumed = _pretrain_on_two_processes(run, "--steps", str(STEPS), "--engine-checkpoint")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run / "result.json").read_text())["resumed_from"] == 2
     losses = [row["loss"] for row in read_metrics(run)]
-    assert losses == [row["loss"] for row in read_metrics(tmp_path / "straight")]  # bit-identical on CPU
-    assert len(losses) == 4 and losses[-1] < losses[0]
-    ours, theirs = _weights(run), _weights(tmp_path / "straight")
+    assert losses == [row["loss"] for row in read_metrics(straight)]  # bit-identical on CPU
+    assert len(losses) == STEPS and losses[-1] < losses[0]
+    ours, theirs = _weights(run), _weights(straight)
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

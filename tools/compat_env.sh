@@ -32,7 +32,7 @@ for name in ("safetensors", "tokenizers", "numpy", "pandas"):  # pandas: lora's 
 PY
 )
 mapfile -t requirements <<< "$pins"
-wanted="${TORCH} ${requirements[*]} pytest>=8"
+wanted="${TORCH} ${requirements[*]} pytest>=8 pytest-xdist>=3.5"
 if [ "$(cat "$VENV/.pins" 2>/dev/null)" = "$wanted" ]; then  # same pins as last time: reuse the venv
     echo "compat: reusing ${VENV} (${wanted})"
 else
@@ -54,8 +54,9 @@ for m in $core kernels; do [ -f "tests/test_$m.py" ] && tests+=("tests/test_$m.p
 for m in $core; do docs+=("lib/longlora_kit/$m.py"); done
 status=0
 "$VENV/bin/python" -c "from accelerate import Accelerator; Accelerator(cpu=True)" || status=$?
-PYTHONPATH=lib OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} LONGLORA_KIT_PROFILE=smoke \
-    "$VENV/bin/python" -m pytest -q -p no:cacheprovider "${tests[@]}" "${docs[@]}" lib/longlora_kit/kernels \
+jobs=${JOBS:-$(n=$(nproc 2>/dev/null || echo 2); echo $(( n < 4 ? n : 4 )))}  # as `make test`: a worker per core
+PYTHONPATH=lib OMP_NUM_THREADS=1 LONGLORA_KIT_PROFILE=smoke "$VENV/bin/python" -m pytest -q -n "$jobs" \
+    -p no:cacheprovider "${tests[@]}" "${docs[@]}" lib/longlora_kit/kernels \
     || status=$?
 echo "compat: install $((installed - start)) s, tests $((SECONDS - installed)) s, total $((SECONDS - start)) s"
 exit $status
