@@ -287,3 +287,38 @@ def test_the_cli_spells_the_generated_source_as_the_library_does():
     from longlora_kit.cli import sft as sft_cli
 
     assert sft_cli.GENERATED == sft.GENERATED
+
+
+def test_cli_sft_eval_records_before_after_command_and_machine(tmp_path, capsys):
+    from longlora_kit.cli import main
+
+    base = TrainConfig(out_dir=str(tmp_path / "base"), instructions="longqa", n_documents=8, seq_len=64,
+                       method="lora+", max_steps=1, batch_size=2, progress=False, measure_memory=False,
+                       model_overrides=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64))
+    train_sft(base)
+    argv = ["sft-eval", "--base", str(tmp_path / "base" / "model"), "--fractions", "0.5", "--out", str(tmp_path / "eval"),
+            "--steps", "1", "--batch-size", "2", "--n-documents", "8", "--lengths", "32", "--depths", "0,1",
+            "--trials", "1", "--record", str(tmp_path / "docs" / "record.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "before SFT: exact match" in out and "after SFT, long fraction 0.5" in out
+    record = json.loads((tmp_path / "docs" / "record.json").read_text())
+    assert record["command"].startswith("longlora-kit sft-eval --base ") and "--trials 1" in record["command"]
+    assert {"cpu", "torch"} <= set(record["machine"]) and record["seconds"] > 0
+    assert record["grid"] == {"lengths": [32], "depths": [0.0, 1.0], "trials": 1}
+    assert list(record["after"]) == ["0.5"] and len(record["before"]["answers"]) == 2
+    assert json.loads((tmp_path / "eval" / "sft_mix.json").read_text())["after"].keys() == {"0.5"}
+
+
+def test_cli_sft_eval_names_a_bad_list(tmp_path, capsys):
+    from longlora_kit.cli import main
+
+    assert main(["sft-eval", "--base", str(tmp_path), "--lengths", "512,lots"]) == 2
+    assert "--lengths '512,lots': give comma-separated numbers" in capsys.readouterr().err
+
+
+def test_cli_base_smollm2_is_the_fetched_folder(smollm2_folder, tmp_path):
+    from longlora_kit.cli.sft import _base
+
+    assert _base("smollm2") == str(smollm2_folder) and _base(str(tmp_path)) == str(tmp_path)

@@ -46,11 +46,14 @@ def grid_settings(seq_len: int, profile: str | None = None) -> dict:
     }, profile)
 
 
-def accuracy_grid(model, tokenizer, lengths, depths, trials: int = 4, seed: int = HELD_OUT_SEED) -> dict:
+def accuracy_grid(model, tokenizer, lengths, depths, trials: int = 4, seed: int = HELD_OUT_SEED,
+                  progress: bool = False) -> dict:
     """Exact-match accuracy ``[depth][length]`` on held-out document questions (JSON-ready), with every answer.
 
     ``key_accuracy``: the first number in the reply is the key (the passkey test's score): retrieval
     alone, forgiving a wrong name or form around it."""
+    from tqdm.auto import tqdm
+
     from .chat import answer
     from .data import score_passkey
     from .sft import with_chat_template
@@ -58,6 +61,7 @@ def accuracy_grid(model, tokenizer, lengths, depths, trials: int = 4, seed: int 
 
     tokenizer = with_chat_template(tokenizer)
     accuracy, key_accuracy, answers = [], [], []
+    bar = tqdm(total=len(depths) * len(lengths) * trials, desc="questions", disable=not progress)
     for d, depth in enumerate(depths):
         row, key_row = [], []
         for n, length in enumerate(lengths):
@@ -69,10 +73,12 @@ def accuracy_grid(model, tokenizer, lengths, depths, trials: int = 4, seed: int 
                 hits += exact_match(reply, qa.answer)
                 key_hits += score_passkey(reply, qa.key)
                 answers.append({"length": length, "depth": depth, "answer": qa.answer, "reply": reply})
+                bar.update()
             row.append(hits / trials)
             key_row.append(key_hits / trials)
         accuracy.append(row)
         key_accuracy.append(key_row)
+    bar.close()
     cells = len(depths) * len(lengths)
     return {"lengths": list(lengths), "depths": list(depths), "trials": trials, "accuracy": accuracy,
             "mean": sum(map(sum, accuracy)) / cells, "key_accuracy": key_accuracy,
@@ -82,21 +88,23 @@ def accuracy_grid(model, tokenizer, lengths, depths, trials: int = 4, seed: int 
 def mix_effect(base_model: str, out_dir: str, fractions=(0.0, 0.75), profile: str | None = None,
                grid: dict | None = None, **overrides) -> dict:
     """SFT ``base_model`` once per long fraction (0 = short instructions only); accuracy grids before and
-    after each (``grid``: lengths, depths, trials; default :func:`grid_settings`), written to
-    ``out_dir/sft_mix.json`` (atomically) and returned."""
+    after each (``grid``: lengths, depths, trials; what it leaves out comes from :func:`grid_settings`),
+    written to ``out_dir/sft_mix.json`` (atomically) and returned."""
     from .chat import load_chat_model
     from .runs import write_text
     from .sft import sft_config, train_sft
 
     config = sft_config(base_model, str(Path(out_dir) / "unused"), profile=profile, **overrides)
-    grid = grid or grid_settings(config.seq_len, profile)
+    grid = {**grid_settings(config.seq_len, profile), **(grid or {})}
+    progress = config.progress
     model, tokenizer = load_chat_model(base_model)
-    record = {"base_model": str(base_model), "grid": grid, "before": accuracy_grid(model, tokenizer, **grid), "after": {}}
+    before = accuracy_grid(model, tokenizer, **grid, progress=progress)
+    record = {"base_model": str(base_model), "grid": grid, "before": before, "after": {}}
     for fraction in fractions:
         run = sft_config(base_model, str(Path(out_dir) / f"long{fraction:g}"), profile=profile,
                          long_fraction=fraction, **overrides)
         result, report = train_sft(run)
-        after = accuracy_grid(result.model, result.tokenizer, **grid)
+        after = accuracy_grid(result.model, result.tokenizer, **grid, progress=progress)
         record["after"][f"{fraction:g}"] = {**after, "report": report, "seconds": result.seconds,
                                             "final_loss": result.losses[-1]}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
