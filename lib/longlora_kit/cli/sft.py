@@ -16,17 +16,11 @@ def add_commands(subparsers) -> None:
         "S2-Attn; batches are right-padded to a multiple of G = group_size_ratio * seq_len.\n\n"
         "example:\n  longlora-kit sft --base runs/extend/model --instructions longqa --out runs/sft",
     )
-    p.add_argument("--base", default="runs/extend/model", help="the model to fine-tune, or 'smollm2' for the "
-                   "fetched SmolLM2-135M-Instruct (default: %(default)s)")
     p.add_argument("--instructions", default=GENERATED, help=".json / .jsonl / save_to_disk folder, or "
                    f"{GENERATED!r} (default)")
     p.add_argument("--long-fraction", type=float, default=None, help="generated data: share of long QA (0.75)")
     p.add_argument("--out", default="runs/sft", help="run directory (default: %(default)s)")
-    p.add_argument("--profile", default=None, help="smoke / workshop / full")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: from the profile)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-4, measured on the tiny Llama)")
-    p.add_argument("--seq-len", type=int, default=None, help="longest sample in tokens (default: the base's context)")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous kit run in --out")
+    _add_run_options(p)
     p.set_defaults(func=run_sft)
 
     p = subparsers.add_parser(
@@ -37,23 +31,28 @@ def add_commands(subparsers) -> None:
         "tracker's #31); writes OUT/sft_mix.json, and with --record a copy with the command and machine.\n\n"
         "example:\n  longlora-kit sft-eval --base runs/extend/model --fractions 0,0.75 --out runs/sft-eval",
     )
-    p.add_argument("--base", default="runs/extend/model", help="the model to fine-tune, or 'smollm2' for the "
-                   "fetched SmolLM2-135M-Instruct (default: %(default)s)")
     p.add_argument("--fractions", default="0,0.75", help="long fractions, one SFT run each (default: %(default)s)")
     p.add_argument("--out", default="runs/sft-eval", help="folder of the SFT runs and sft_mix.json (default: %(default)s)")
-    p.add_argument("--profile", default=None, help="smoke / workshop / full")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: from the profile)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-4, measured on the tiny Llama)")
-    p.add_argument("--seq-len", type=int, default=None, help="longest sample in tokens (default: the base's context)")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default: from the profile)")
-    p.add_argument("--n-documents", type=int, default=None, help="generated training examples (default: from the profile)")
+    _add_run_options(p)
     p.add_argument("--lengths", default=None, help="document lengths to ask about, comma-separated (default: from --seq-len)")
     p.add_argument("--depths", default=None, help="fact depths in [0, 1], comma-separated (default: from the profile)")
     p.add_argument("--trials", type=int, default=None, help="questions per length and depth (default: from the profile)")
     p.add_argument("--record", default=None, help="also write the record, with the command and the machine, here "
                    "(e.g. docs/sft_smollm2.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace previous kit runs in --out")
     p.set_defaults(func=run_sft_eval)
+
+
+def _add_run_options(p) -> None:
+    """The SFT run's options, the same for ``sft`` and ``sft-eval`` (read back by :func:`_overrides`)."""
+    p.add_argument("--base", default="runs/extend/model", help="the model to fine-tune, or 'smollm2' for the "
+                   "fetched SmolLM2-135M-Instruct (default: %(default)s)")
+    p.add_argument("--profile", default=None, help="smoke / workshop / full")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: from the profile)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-4, measured on the tiny Llama)")
+    p.add_argument("--seq-len", type=int, default=None, help="longest sample in tokens (default: the base's context)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default: from the profile)")
+    p.add_argument("--n-documents", type=int, default=None, help="generated training examples (default: from the profile)")
+    p.add_argument("--overwrite", action="store_true", help="replace previous kit runs in --out")
 
 
 def _numbers(text: str, name: str, kind=float) -> list:
