@@ -18,10 +18,18 @@ def _tokens(n: int) -> str:
     return f"{n // 1024}k" if n % 1024 == 0 and n else str(n)
 
 
-def _ppl_table(cells: dict, text: str) -> list[str]:
+def _by_method_then_length(keys) -> list[str]:
+    """Cell keys ending in ``method/length``, in ``METHOD_NAMES`` order, then by length.
+
+    >>> _by_method_then_length(["passkey/yarn/2048", "passkey/pi/16384", "passkey/pi/2048"])
+    ['passkey/pi/2048', 'passkey/pi/16384', 'passkey/yarn/2048']
+    """
     order = list(METHOD_NAMES)
-    rows = {k: cells[k] for k in sorted((k for k in cells if k.startswith(f"ppl/{text}/")),
-                                        key=lambda k: (order.index(k.split("/")[2]), int(k.split("/")[3])))}
+    return sorted(keys, key=lambda k: (order.index(k.split("/")[-2]), int(k.split("/")[-1])))
+
+
+def _ppl_table(cells: dict, text: str) -> list[str]:
+    rows = {k: cells[k] for k in _by_method_then_length(k for k in cells if k.startswith(f"ppl/{text}/"))}
     if not rows:
         return []
     longest = max(len(v["perplexity"]) for v in rows.values())
@@ -38,7 +46,7 @@ def _ppl_table(cells: dict, text: str) -> list[str]:
 
 
 def _passkey_table(cells: dict) -> list[str]:
-    rows = {k: v for k, v in cells.items() if k.startswith("passkey/")}
+    rows = {k: cells[k] for k in _by_method_then_length(k for k in cells if k.startswith("passkey/"))}
     if not rows:
         return []
     lines = ["### Passkey (greedy, KV cache; one prompt per depth)", "",
