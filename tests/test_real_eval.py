@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import AutoConfig
 
 from longlora_kit import real_eval, real_report, rope
 from longlora_kit.experiments import bench_real
@@ -103,6 +104,10 @@ def test_bench_real_runs_a_tiny_step_and_states_the_limit(smollm2_folder):
     assert (full["attention"], s2["attention"]) == ("full", "s2") and s2["speedup"] > 0
     assert 1 < s2["limit_model"] < s2["limit_hardware"] < 1.2  # attention is a sliver of 64 tokens
     assert "| 64 | s2 |" in bench_real.markdown_table(rows, "test machine")
+    flops = {a: bench_real.causal_flops(AutoConfig.from_pretrained(smollm2_folder), 64, a)["hardware"] for a in ("full", "s2")}
+    assert flops["s2"] < flops["full"]  # S2 only removes attention work
+    assert full["gflops"] == pytest.approx(flops["full"] / full["step_s"] / 1e9)
+    assert s2["gflops"] == pytest.approx(flops["s2"] / s2["step_s"] / 1e9)
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,11 @@ def step_seconds(folder, context: int, attention: str, steps: int = 1, warmup: i
 
 
 def real_benchmark(folder, contexts=DEFAULT_CONTEXTS, log=print, **kwargs) -> list[dict]:
-    """Full attention then S2 at each context; the S2 row gets ``speedup`` and the two ``limit`` values."""
+    """Full attention then S2 at each context; the S2 row gets ``speedup`` and the two ``limit`` values.
+
+    Every row also gets ``gflops``, this step's hardware FLOPs by the FLOP model divided by its seconds:
+    when full and S2 run at the same rate, the speed-up is the FLOP model's limit.
+    """
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(folder)
@@ -95,6 +99,8 @@ def real_benchmark(folder, contexts=DEFAULT_CONTEXTS, log=print, **kwargs) -> li
     for context in contexts:
         full = step_seconds(folder, context, "full", **kwargs)
         s2 = step_seconds(folder, context, "s2", **kwargs)
+        for row in (full, s2):
+            row["gflops"] = causal_flops(config, context, row["attention"])["hardware"] / row["step_s"] / 1e9
         limits = speedup_limits(config, context)
         s2.update(speedup=full["step_s"] / s2["step_s"], limit_model=limits["model"], limit_hardware=limits["hardware"])
         rows += [full, s2]
@@ -108,13 +114,14 @@ def markdown_table(rows: list[dict], machine: str) -> str:
     lines = ["### bench real: SmolLM2-135M-Instruct, one LoRA+ step (CPU, fp32, checkpointing, chunked loss)", "",
              f"Machine: {machine}. Limit = FLOPs of the full-attention step / FLOPs of the S2 step, attention "
              "counted causally (`experiments/bench_real.py`).", "",
-             "| context | attention | s/step | peak GB | S2 speed-up | limit (3x fwd) | limit (this step) | of limit |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| context | attention | s/step | GFLOP/s | peak GB | S2 speed-up | limit (3x fwd) | limit (this step) | of limit |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peak = f"{r['peak_gb']:.2f}" if "peak_gb" in r else "–"
         extra = ["–"] * 4
         if "speedup" in r:
             extra = [f"{r['speedup']:.2f}x", f"{r['limit_model']:.2f}x", f"{r['limit_hardware']:.2f}x",
                      f"{(r['speedup'] - 1) / (r['limit_hardware'] - 1):.0%}"]
-        lines.append(f"| {r['context']} | {r['attention']} | {r['step_s']:.1f} | {peak} | " + " | ".join(extra) + " |")
+        rate = f"{r['gflops']:.0f}" if "gflops" in r else "–"
+        lines.append(f"| {r['context']} | {r['attention']} | {r['step_s']:.1f} | {rate} | {peak} | " + " | ".join(extra) + " |")
     return "\n".join(lines) + "\n"
